@@ -1,0 +1,3 @@
+//! `ssl-bench`: throughput of every stage.
+
+pub mod pack;

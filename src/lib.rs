@@ -1,0 +1,9 @@
+//! sslfast: fast multi-view self-supervised vision pretraining.
+//!
+//! Data flows `pack` (datasets into checksummed shards) -> `shard` (schema, manifest, reader) ->
+//! loader -> trainer -> evaluation; see DESIGN.md in the shared folder for the whole map.
+
+pub mod bench;
+pub mod config;
+pub mod pack;
+pub mod shard;

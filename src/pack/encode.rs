@@ -1,0 +1,111 @@
+//! Turns a source record into a stored row: read, decode (which also validates), optionally
+//! downscale, then store as the configured encoding asks. Runs on rayon workers.
+
+use image::RgbImage;
+
+use super::{Failure, PackError, Payload, Record};
+use crate::config::{EncodingMode, PackConfig, DEFAULT_AUTO_RAW_MAX_BYTES};
+use crate::shard::codec::{decode_source, encode_jpeg, fit_max_side, CodecError, Encoding};
+use crate::shard::Row;
+
+pub(crate) struct EncodeOptions {
+    mode: EncodingMode,
+    quality: u8,
+    max_side: Option<u32>,
+    max_pixels: u64,
+}
+
+impl From<&PackConfig> for EncodeOptions {
+    fn from(cfg: &PackConfig) -> Self {
+        Self {
+            mode: cfg.encoding,
+            quality: cfg.quality,
+            max_side: cfg.max_side,
+            max_pixels: cfg.max_pixels,
+        }
+    }
+}
+
+/// Encodes one record; also returns the bytes it took in the source.
+pub(crate) fn encode(record: Record, options: &EncodeOptions) -> Result<(Row, u64), Failure> {
+    let Record {
+        index,
+        label,
+        origin,
+        payload,
+    } = record;
+    let fail = |error: PackError| Failure {
+        origin: origin.clone(),
+        error: Box::new(error),
+    };
+    let (pixels, source_bytes) = match payload {
+        Payload::Pixels(image) => (image, None),
+        Payload::Render(render) => (render(), None),
+        Payload::Bytes(bytes) => decode(bytes, &origin, options.max_pixels).map_err(fail)?,
+        Payload::File(path) => {
+            let bytes = std::fs::read(&path)
+                .map_err(|e| PackError::Image {
+                    origin: origin.clone(),
+                    source: CodecError::Unreadable(e),
+                })
+                .map_err(fail)?;
+            decode(bytes, &origin, options.max_pixels).map_err(fail)?
+        }
+    };
+    let bytes_in = source_bytes
+        .as_ref()
+        .map_or(pixels.as_raw().len(), |(b, _)| b.len()) as u64;
+    let (width, height) = pixels.dimensions();
+    let resized = match options.max_side {
+        Some(side) => fit_max_side(pixels, side),
+        None => pixels,
+    };
+    let (out_w, out_h) = resized.dimensions();
+    let unchanged = (out_w, out_h) == (width, height);
+    let (image, encoding) = match options.mode {
+        EncodingMode::Raw => (resized.into_raw(), Encoding::Raw),
+        EncodingMode::Jpeg => (jpeg(&resized, options.quality, &origin)?, Encoding::Jpeg),
+        EncodingMode::Keep => match source_bytes {
+            Some((bytes, encoding)) => (bytes, encoding),
+            None => (resized.into_raw(), Encoding::Raw),
+        },
+        EncodingMode::Auto if resized.as_raw().len() <= DEFAULT_AUTO_RAW_MAX_BYTES => {
+            (resized.into_raw(), Encoding::Raw)
+        }
+        EncodingMode::Auto => match source_bytes {
+            Some((bytes, Encoding::Jpeg)) if unchanged => (bytes, Encoding::Jpeg),
+            _ => (jpeg(&resized, options.quality, &origin)?, Encoding::Jpeg),
+        },
+    };
+    // decode_source refused sides above u16::MAX, and resizing only shrinks.
+    let row = Row {
+        index,
+        label,
+        image,
+        height: out_h as u16,
+        width: out_w as u16,
+        encoding,
+    };
+    Ok((row, bytes_in))
+}
+
+type Decoded = (RgbImage, Option<(Vec<u8>, Encoding)>);
+
+fn decode(bytes: Vec<u8>, origin: &str, max_pixels: u64) -> Result<Decoded, PackError> {
+    let (image, encoding) =
+        decode_source(&bytes, max_pixels).map_err(|source| PackError::Image {
+            origin: origin.to_string(),
+            source,
+        })?;
+    Ok((image, Some((bytes, encoding))))
+}
+
+fn jpeg(image: &RgbImage, quality: u8, origin: &str) -> Result<Vec<u8>, Failure> {
+    encode_jpeg(image, quality).map_err(|source| Failure {
+        origin: origin.to_string(),
+        error: Box::new(PackError::Image {
+            origin: origin.to_string(),
+            source,
+        }),
+    })
+}

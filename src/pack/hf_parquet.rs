@@ -1,0 +1,344 @@
+//! Parquet files as Hugging Face `datasets` writes them: an image column that is a struct with a
+//! `bytes` field (plus `path`), or plain binary; an integer label column. Files are grouped into
+//! splits by name (`train-00000-of-00002.parquet` -> `train`); class names come from the
+//! `huggingface` key-value metadata (the `ClassLabel` names) when present.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Int16Type, Int32Type, Int64Type, Int8Type, UInt16Type, UInt8Type};
+use arrow_array::{Array, ArrayRef, RecordBatch};
+use arrow_schema::{DataType, Schema};
+use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+
+use super::{PackError, Payload, Record, Source, SourceSplit};
+use crate::config::SourceFormat;
+use crate::shard::codec::CodecError;
+
+const LABEL_CANDIDATES: [&str; 4] = ["label", "labels", "fine_label", "class"];
+const BATCH_ROWS: usize = 256;
+
+/// Parquet files under `path` (itself, or up to three directory levels down), sorted.
+pub fn list_parquet_files(path: &Path) -> Vec<PathBuf> {
+    fn walk(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let p = entry.path();
+            if p.is_dir() && depth > 0 {
+                walk(&p, depth - 1, out);
+            } else if p
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("parquet"))
+            {
+                out.push(p);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    if path.is_file() {
+        out.push(path.to_path_buf());
+    } else {
+        walk(path, 3, &mut out);
+    }
+    out.sort();
+    out
+}
+
+/// The split a file belongs to: the part of its name before `-NNNNN-of-NNNNN` or the first `-`.
+fn split_of(path: &Path) -> String {
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    stem.split('-')
+        .next()
+        .filter(|s| !s.is_empty())
+        .unwrap_or("train")
+        .to_string()
+}
+
+struct Columns {
+    image: String,
+    label: Option<String>,
+}
+
+pub fn open(
+    path: &Path,
+    image_column: Option<&str>,
+    label_column: Option<&str>,
+) -> Result<Source, PackError> {
+    let files = list_parquet_files(path);
+    if files.is_empty() {
+        return Err(PackError::source(path, "no .parquet files here"));
+    }
+    let mut by_split: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
+    for f in files {
+        by_split.entry(split_of(&f)).or_default().push(f);
+    }
+    let mut classes = None;
+    let mut splits = Vec::new();
+    for (name, files) in by_split {
+        let mut len = 0usize;
+        let mut columns = None;
+        for f in &files {
+            let builder = builder(f)?;
+            let cols = find_columns(f, builder.schema(), image_column, label_column)?;
+            if classes.is_none() {
+                classes = class_names(
+                    builder.metadata().file_metadata().key_value_metadata(),
+                    cols.label.as_deref(),
+                );
+            }
+            len += usize::try_from(builder.metadata().file_metadata().num_rows()).unwrap_or(0);
+            columns = Some(cols);
+        }
+        let columns = columns.expect("a split has at least one file");
+        let n_classes = classes.as_ref().map(Vec::len);
+        splits.push(SourceSplit {
+            name,
+            len,
+            records: Box::new(Rows::new(files, columns, n_classes)),
+        });
+    }
+    Ok(Source {
+        format: SourceFormat::HfParquet,
+        classes,
+        splits,
+    })
+}
+
+fn builder(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>, PackError> {
+    let file = File::open(path).map_err(PackError::io(path))?;
+    ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|e| PackError::source(path, format!("not a readable Parquet file: {e}")))
+}
+
+fn find_columns(
+    path: &Path,
+    schema: &Schema,
+    image: Option<&str>,
+    label: Option<&str>,
+) -> Result<Columns, PackError> {
+    let is_image = |dt: &DataType| match dt {
+        DataType::Struct(fields) => fields.iter().any(|f| f.name() == "bytes"),
+        DataType::Binary | DataType::LargeBinary => true,
+        _ => false,
+    };
+    let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    let image = match image {
+        Some(name) => {
+            let field = schema.field_with_name(name).map_err(|_| {
+                PackError::source(path, format!("no image column `{name}`; columns are {}", names.join(", ")))
+            })?;
+            if !is_image(field.data_type()) {
+                return Err(PackError::source(
+                    path,
+                    format!("column `{name}` is {}, expected a struct with `bytes` or binary", field.data_type()),
+                ));
+            }
+            name.to_string()
+        }
+        None => schema
+            .fields()
+            .iter()
+            .find(|f| is_image(f.data_type()))
+            .map(|f| f.name().clone())
+            .ok_or_else(|| {
+                PackError::source(
+                    path,
+                    format!("no image column (a struct with `bytes`, or binary); columns are {}; pass --image-column", names.join(", ")),
+                )
+            })?,
+    };
+    let label = match label {
+        Some(name) if schema.field_with_name(name).is_err() => {
+            return Err(PackError::source(
+                path,
+                format!("no label column `{name}`; columns are {}", names.join(", ")),
+            ))
+        }
+        Some(name) => Some(name.to_string()),
+        None => LABEL_CANDIDATES
+            .iter()
+            .find(|c| names.contains(c))
+            .map(|c| c.to_string()),
+    };
+    Ok(Columns { image, label })
+}
+
+/// `ClassLabel` names from the `huggingface` metadata entry: `info.features.<label>.names`.
+fn class_names(
+    kv: Option<&Vec<parquet::file::metadata::KeyValue>>,
+    label: Option<&str>,
+) -> Option<Vec<String>> {
+    let label = label?;
+    let entry = kv?.iter().find(|kv| kv.key == "huggingface")?;
+    let json: serde_json::Value = serde_json::from_str(entry.value.as_deref()?).ok()?;
+    let features = json
+        .get("info")
+        .and_then(|i| i.get("features"))
+        .or_else(|| json.get("features"))?;
+    let names = features.get(label)?.get("names")?.as_array()?;
+    names.iter().map(|n| n.as_str().map(String::from)).collect()
+}
+
+/// Streams records from a split's files in order.
+struct Rows {
+    files: std::vec::IntoIter<PathBuf>,
+    columns: Columns,
+    classes: Option<usize>,
+    current: Option<(PathBuf, ParquetRecordBatchReader)>,
+    batch: Option<(RecordBatch, usize)>,
+    file_row: usize,
+    index: u64,
+    failed: bool,
+}
+
+impl Rows {
+    fn new(files: Vec<PathBuf>, columns: Columns, classes: Option<usize>) -> Self {
+        Self {
+            files: files.into_iter(),
+            columns,
+            classes,
+            current: None,
+            batch: None,
+            file_row: 0,
+            index: 0,
+            failed: false,
+        }
+    }
+
+    fn next_batch(&mut self) -> Result<bool, PackError> {
+        loop {
+            if let Some((path, reader)) = &mut self.current {
+                match reader.next() {
+                    Some(Ok(batch)) => {
+                        self.batch = Some((batch, 0));
+                        return Ok(true);
+                    }
+                    Some(Err(e)) => {
+                        return Err(PackError::source(path.clone(), format!("read failed: {e}")))
+                    }
+                    None => self.current = None,
+                }
+            }
+            let Some(path) = self.files.next() else {
+                return Ok(false);
+            };
+            let reader = builder(&path)?
+                .with_batch_size(BATCH_ROWS)
+                .build()
+                .map_err(|e| PackError::source(&path, format!("read failed: {e}")))?;
+            self.current = Some((path, reader));
+            self.file_row = 0;
+        }
+    }
+
+    fn record(&mut self) -> Result<Record, PackError> {
+        let (batch, i) = self.batch.as_mut().expect("a batch is loaded");
+        let row = *i;
+        *i += 1;
+        let path = &self.current.as_ref().expect("a file is open").0;
+        let file_row = self.file_row;
+        self.file_row += 1;
+        let origin = format!("{}: row {file_row}", path.display());
+        let image = batch
+            .column_by_name(&self.columns.image)
+            .expect("checked at open");
+        let bytes = image_bytes(image, row);
+        let label = match &self.columns.label {
+            Some(name) => label_value(batch.column_by_name(name).expect("checked at open"), row)
+                .ok_or_else(|| {
+                    PackError::source(
+                        path,
+                        format!("row {file_row}: label column `{name}` is null or not an integer"),
+                    )
+                })?,
+            None => -1,
+        };
+        if label < -1 || self.classes.is_some_and(|n| label >= n as i64) {
+            return Err(PackError::source(
+                path,
+                format!(
+                    "row {file_row}: label {label} out of range -1..{}",
+                    self.classes.map_or(i64::from(i32::MAX), |n| n as i64 - 1)
+                ),
+            ));
+        }
+        let index = self.index;
+        self.index += 1;
+        // A path-only image is a per-image fault, so `--on-error skip` can leave it out.
+        let bytes = bytes.ok_or(PackError::Image {
+            origin: origin.clone(),
+            source: CodecError::NoBytes,
+        })?;
+        Ok(Record {
+            index,
+            label: label as i32,
+            origin,
+            payload: Payload::Bytes(bytes),
+        })
+    }
+}
+
+impl Iterator for Rows {
+    type Item = Result<Record, PackError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        let exhausted = self.batch.as_ref().is_none_or(|(b, i)| *i >= b.num_rows());
+        if exhausted {
+            match self.next_batch() {
+                Ok(true) => return self.next(),
+                Ok(false) => return None,
+                Err(e) => {
+                    self.failed = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+        let result = self.record();
+        self.failed = result
+            .as_ref()
+            .is_err_and(|e| !matches!(e, PackError::Image { .. }));
+        Some(result)
+    }
+}
+
+fn image_bytes(column: &ArrayRef, row: usize) -> Option<Vec<u8>> {
+    if column.is_null(row) {
+        return None;
+    }
+    let column = match column.as_struct_opt() {
+        Some(s) => s.column_by_name("bytes")?,
+        None => column,
+    };
+    if column.is_null(row) {
+        return None;
+    }
+    if let Some(a) = column.as_binary_opt::<i32>() {
+        return Some(a.value(row).to_vec());
+    }
+    column.as_binary_opt::<i64>().map(|a| a.value(row).to_vec())
+}
+
+fn label_value(column: &ArrayRef, row: usize) -> Option<i64> {
+    if column.is_null(row) {
+        return None;
+    }
+    Some(match column.data_type() {
+        DataType::Int64 => column.as_primitive::<Int64Type>().value(row),
+        DataType::Int32 => i64::from(column.as_primitive::<Int32Type>().value(row)),
+        DataType::Int16 => i64::from(column.as_primitive::<Int16Type>().value(row)),
+        DataType::Int8 => i64::from(column.as_primitive::<Int8Type>().value(row)),
+        DataType::UInt16 => i64::from(column.as_primitive::<UInt16Type>().value(row)),
+        DataType::UInt8 => i64::from(column.as_primitive::<UInt8Type>().value(row)),
+        _ => return None,
+    })
+}

@@ -1,0 +1,253 @@
+//! Image encodings: decoding of source files (any JPEG/PNG flavour to RGB8) and of stored rows,
+//! and the encoders the packer uses. The writer and the readers share this file, so a stored
+//! encoding can never be written one way and read another.
+
+use std::io::Cursor;
+
+use fast_image_resize::{
+    images::Image as FirImage, FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer,
+};
+use image::{ImageDecoder, ImageFormat, ImageReader, RgbImage};
+use serde::{Deserialize, Serialize};
+
+/// How a row's `image` bytes are stored (the `encoding` column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[repr(u8)]
+pub enum Encoding {
+    /// RGB8, row-major HWC, exactly `height * width * 3` bytes.
+    Raw = 0,
+    Jpeg = 1,
+    Png = 2,
+}
+
+impl Encoding {
+    pub fn from_code(code: u8) -> Option<Self> {
+        match code {
+            0 => Some(Self::Raw),
+            1 => Some(Self::Jpeg),
+            2 => Some(Self::Png),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Raw => "raw",
+            Self::Jpeg => "jpeg",
+            Self::Png => "png",
+        }
+    }
+}
+
+/// Why an image could not be decoded; the caller adds the file or row.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    #[error("empty file (0 bytes)")]
+    Empty,
+    #[error("cannot read: {0}")]
+    Unreadable(std::io::Error),
+    #[error("no image bytes (a path-only image; embed the bytes, e.g. with `datasets` cast_column(Image()))")]
+    NoBytes,
+    #[error("not a JPEG or PNG image (unrecognised header)")]
+    UnknownFormat,
+    #[error("image is {width}x{height} = {pixels} pixels, above the limit of {limit} (raise --max-pixels)")]
+    TooLarge {
+        width: u32,
+        height: u32,
+        pixels: u64,
+        limit: u64,
+    },
+    #[error("image is {width}x{height}; a side is zero or above 65535")]
+    BadSize { width: u32, height: u32 },
+    #[error("corrupt or truncated {format}: {source}")]
+    Corrupt {
+        format: &'static str,
+        source: image::ImageError,
+    },
+    #[error("raw image has {found} bytes, expected {expected} for {width}x{height}x3")]
+    RawSize {
+        found: usize,
+        expected: usize,
+        width: u16,
+        height: u16,
+    },
+    #[error("decoded image is {found_w}x{found_h}, the row says {width}x{height}")]
+    SizeMismatch {
+        found_w: u32,
+        found_h: u32,
+        width: u16,
+        height: u16,
+    },
+    #[error("cannot encode: {0}")]
+    Encode(String),
+}
+
+/// Default decompression-bomb limit, the one Pillow raises an error at (2 x 89,478,485 pixels
+/// gives the error; 89,478,485 gives its warning: we stop at the warning).
+pub const DEFAULT_MAX_PIXELS: u64 = 89_478_485;
+
+/// Recognises JPEG and PNG by their magic bytes (extensions lie).
+pub fn sniff(bytes: &[u8]) -> Option<Encoding> {
+    if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        Some(Encoding::Jpeg)
+    } else if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+        Some(Encoding::Png)
+    } else {
+        None
+    }
+}
+
+/// Decodes any JPEG or PNG (grayscale, CMYK, palette, 16-bit, alpha) to RGB8.
+///
+/// The size is read from the header first, so an oversized image is refused before its pixels
+/// are allocated. Alpha is dropped, as Pillow's `convert("RGB")` does.
+pub fn decode_source(bytes: &[u8], max_pixels: u64) -> Result<(RgbImage, Encoding), CodecError> {
+    if bytes.is_empty() {
+        return Err(CodecError::Empty);
+    }
+    let encoding = sniff(bytes).ok_or(CodecError::UnknownFormat)?;
+    let format = match encoding {
+        Encoding::Png => ImageFormat::Png,
+        _ => ImageFormat::Jpeg,
+    };
+    let corrupt = |source| CodecError::Corrupt {
+        format: encoding.name(),
+        source,
+    };
+    let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
+    reader.no_limits();
+    let decoder = reader.into_decoder().map_err(corrupt)?;
+    let (width, height) = decoder.dimensions();
+    check_size(width, height, max_pixels)?;
+    let image = image::DynamicImage::from_decoder(decoder).map_err(corrupt)?;
+    Ok((image.to_rgb8(), encoding))
+}
+
+fn check_size(width: u32, height: u32, max_pixels: u64) -> Result<(), CodecError> {
+    let pixels = u64::from(width) * u64::from(height);
+    if pixels > max_pixels {
+        return Err(CodecError::TooLarge {
+            width,
+            height,
+            pixels,
+            limit: max_pixels,
+        });
+    }
+    if width == 0 || height == 0 || width > u32::from(u16::MAX) || height > u32::from(u16::MAX) {
+        return Err(CodecError::BadSize { width, height });
+    }
+    Ok(())
+}
+
+/// Decodes a stored row back to RGB8 and checks it against the row's recorded size.
+pub fn decode_stored(
+    bytes: &[u8],
+    encoding: Encoding,
+    width: u16,
+    height: u16,
+) -> Result<RgbImage, CodecError> {
+    let image = match encoding {
+        Encoding::Raw => {
+            let expected = usize::from(width) * usize::from(height) * 3;
+            if bytes.len() != expected {
+                return Err(CodecError::RawSize {
+                    found: bytes.len(),
+                    expected,
+                    width,
+                    height,
+                });
+            }
+            RgbImage::from_raw(width.into(), height.into(), bytes.to_vec())
+                .expect("length checked above")
+        }
+        Encoding::Jpeg | Encoding::Png => decode_source(bytes, u64::MAX)?.0,
+    };
+    if image.width() != u32::from(width) || image.height() != u32::from(height) {
+        return Err(CodecError::SizeMismatch {
+            found_w: image.width(),
+            found_h: image.height(),
+            width,
+            height,
+        });
+    }
+    Ok(image)
+}
+
+/// Encodes RGB8 as a baseline JPEG with 4:2:0 chroma, as Pillow and FFCV do by default.
+pub fn encode_jpeg(image: &RgbImage, quality: u8) -> Result<Vec<u8>, CodecError> {
+    let mut out = Vec::with_capacity(image.as_raw().len() / 8 + 1024);
+    let encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, quality);
+    image
+        .write_with_encoder(encoder)
+        .map_err(|e| CodecError::Encode(e.to_string()))?;
+    Ok(out)
+}
+
+/// Downscales so the longer side is at most `max_side`, with an area (box) filter; never upscales.
+pub fn fit_max_side(image: RgbImage, max_side: u32) -> RgbImage {
+    let (w, h) = image.dimensions();
+    let longer = w.max(h);
+    if longer <= max_side {
+        return image;
+    }
+    let scale = f64::from(max_side) / f64::from(longer);
+    let new_w = ((f64::from(w) * scale).round() as u32).clamp(1, max_side);
+    let new_h = ((f64::from(h) * scale).round() as u32).clamp(1, max_side);
+    let src = FirImage::from_vec_u8(w, h, image.into_raw(), PixelType::U8x3)
+        .expect("buffer is w*h*3 by construction");
+    let mut dst = FirImage::new(new_w, new_h, PixelType::U8x3);
+    let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Box));
+    Resizer::new()
+        .resize(&src, &mut dst, &options)
+        .expect("same pixel type on both sides");
+    RgbImage::from_raw(new_w, new_h, dst.into_vec()).expect("buffer is new_w*new_h*3")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gradient(w: u32, h: u32) -> RgbImage {
+        RgbImage::from_fn(w, h, |x, y| {
+            image::Rgb([(x * 7) as u8, (y * 5) as u8, ((x + y) * 3) as u8])
+        })
+    }
+
+    #[test]
+    fn jpeg_round_trip_keeps_size_and_is_close() {
+        let img = gradient(40, 24);
+        let bytes = encode_jpeg(&img, 95).unwrap();
+        assert_eq!(sniff(&bytes), Some(Encoding::Jpeg));
+        let back = decode_stored(&bytes, Encoding::Jpeg, 40, 24).unwrap();
+        let err: f64 = img
+            .as_raw()
+            .iter()
+            .zip(back.as_raw())
+            .map(|(a, b)| (f64::from(*a) - f64::from(*b)).abs())
+            .sum::<f64>()
+            / img.as_raw().len() as f64;
+        assert!(err < 3.0, "mean abs error {err}");
+    }
+
+    #[test]
+    fn raw_with_wrong_length_is_refused() {
+        let err = decode_stored(&[0; 10], Encoding::Raw, 2, 2).unwrap_err();
+        assert!(err.to_string().contains("expected 12"), "{err}");
+    }
+
+    #[test]
+    fn max_side_downscales_and_never_upscales() {
+        let small = fit_max_side(gradient(30, 20), 64);
+        assert_eq!(small.dimensions(), (30, 20));
+        let big = fit_max_side(gradient(500, 375), 256);
+        assert_eq!(big.dimensions(), (256, 192));
+    }
+
+    #[test]
+    fn oversized_header_is_refused_before_decoding() {
+        let bytes = encode_jpeg(&gradient(100, 100), 80).unwrap();
+        let err = decode_source(&bytes, 5_000).unwrap_err();
+        assert!(err.to_string().contains("above the limit of 5000"), "{err}");
+    }
+}

@@ -1,0 +1,298 @@
+//! `manifest.json`: what a packed dataset holds (splits, classes, counts, shards with checksums)
+//! and how it was made. It is written last, atomically, so its presence marks a complete dataset.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::ShardError;
+
+pub const MANIFEST_FILE: &str = "manifest.json";
+/// Bumped whenever a reader of the previous version could misread a new dataset.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// The file format of the shards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Container {
+    /// Parquet: compact, readable by every data tool; row groups are read on demand.
+    #[default]
+    Parquet,
+    /// Arrow IPC file, uncompressed: memory-mapped with zero-copy random access.
+    Arrow,
+}
+
+impl Container {
+    pub fn extension(self) -> &'static str {
+        match self {
+            Self::Parquet => "parquet",
+            Self::Arrow => "arrow",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format_version: u32,
+    /// `ssl-pack <version>` that wrote the dataset.
+    pub tool: String,
+    pub source: SourceInfo,
+    pub container: Container,
+    pub encoding: EncodingInfo,
+    /// Class names; a row's label indexes this list.
+    pub classes: Vec<String>,
+    pub splits: BTreeMap<String, SplitInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceInfo {
+    pub format: String,
+    pub path: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EncodingInfo {
+    /// `raw`, `jpeg`, `keep` or `auto`, as asked for; rows say what each one got.
+    pub mode: String,
+    pub quality: u8,
+    pub max_side: Option<u32>,
+    pub compression: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SplitInfo {
+    pub rows: u64,
+    /// Rows per class, indexed by label.
+    pub per_class: Vec<u64>,
+    /// Rows with label -1.
+    pub unlabeled: u64,
+    pub shards: Vec<ShardInfo>,
+    /// Source files left out under `--on-error skip`, with the reason.
+    #[serde(default)]
+    pub skipped: Vec<Skipped>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardInfo {
+    /// Path relative to the dataset directory, e.g. `train/part-00000.parquet`.
+    pub file: String,
+    pub rows: u64,
+    pub bytes: u64,
+    pub sha256: String,
+    /// Rows in each row group (Parquet) or record batch (Arrow), in order.
+    pub row_groups: Vec<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Skipped {
+    pub file: String,
+    pub error: String,
+}
+
+impl Manifest {
+    /// Reads `dir/manifest.json`, refusing a directory without one.
+    pub fn load(dir: &Path) -> Result<Self, ShardError> {
+        let path = dir.join(MANIFEST_FILE);
+        if !path.is_file() {
+            return Err(ShardError::NoManifest {
+                dir: dir.to_path_buf(),
+            });
+        }
+        let text = fs::read_to_string(&path).map_err(ShardError::io(&path))?;
+        let manifest: Manifest =
+            serde_json::from_str(&text).map_err(|e| ShardError::BadManifest {
+                path: path.clone(),
+                problem: e.to_string(),
+            })?;
+        if manifest.format_version != FORMAT_VERSION {
+            return Err(ShardError::BadManifest {
+                path,
+                problem: format!(
+                    "format version {} is not the {FORMAT_VERSION} this build reads; re-pack with this ssl-pack",
+                    manifest.format_version
+                ),
+            });
+        }
+        Ok(manifest)
+    }
+
+    /// Writes `dir/manifest.json` through a temporary name, so a crash never leaves half a manifest.
+    pub fn write_atomic(&self, dir: &Path) -> Result<(), ShardError> {
+        let path = dir.join(MANIFEST_FILE);
+        let tmp = dir.join(format!("{MANIFEST_FILE}.partial"));
+        let text = serde_json::to_string_pretty(self).expect("manifest serialises");
+        let write = || -> std::io::Result<()> {
+            let mut file = fs::File::create(&tmp)?;
+            file.write_all(text.as_bytes())?;
+            file.sync_all()?;
+            fs::rename(&tmp, &path)
+        };
+        write().map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            ShardError::Io { path, source: e }
+        })
+    }
+
+    pub fn split(&self, name: &str) -> Result<&SplitInfo, ShardError> {
+        self.splits
+            .get(name)
+            .ok_or_else(|| ShardError::UnknownSplit {
+                split: name.to_string(),
+                available: self.split_names(),
+            })
+    }
+
+    pub fn split_names(&self) -> String {
+        let names: Vec<&str> = self.splits.keys().map(String::as_str).collect();
+        if names.is_empty() {
+            "no splits".to_string()
+        } else {
+            format!("splits {}", names.join(", "))
+        }
+    }
+
+    /// The manifest as a human-readable table (what `ssl-pack inspect` prints).
+    pub fn table(&self, dir: &Path) -> String {
+        let mut out = String::new();
+        let mb = |b: u64| b as f64 / 1e6;
+        out += &format!("dataset   {}\n", dir.display());
+        out += &format!("source    {} ({})\n", self.source.format, self.source.path);
+        out += &format!(
+            "storage   {} shards, encoding {} (quality {}, max side {}), compression {}\n",
+            self.container.extension(),
+            self.encoding.mode,
+            self.encoding.quality,
+            self.encoding
+                .max_side
+                .map_or("none".to_string(), |s| s.to_string()),
+            self.encoding.compression
+        );
+        out += &format!(
+            "classes   {}: {}\n",
+            self.classes.len(),
+            abbreviate(&self.classes, 12)
+        );
+        out += &format!(
+            "\n{:<12} {:>9} {:>10} {:>7} {:>11} {:>8}\n",
+            "split", "rows", "unlabeled", "shards", "MB", "skipped"
+        );
+        for (name, split) in &self.splits {
+            let bytes: u64 = split.shards.iter().map(|s| s.bytes).sum();
+            out += &format!(
+                "{:<12} {:>9} {:>10} {:>7} {:>11.1} {:>8}\n",
+                name,
+                split.rows,
+                split.unlabeled,
+                split.shards.len(),
+                mb(bytes),
+                split.skipped.len()
+            );
+        }
+        if !self.classes.is_empty() {
+            out += &format!("\n{:<20}", "rows per class");
+            for name in self.splits.keys() {
+                out += &format!(" {name:>10}");
+            }
+            out += "\n";
+            for (label, class) in self.classes.iter().enumerate() {
+                out += &format!("{:<20}", format!("{label:>3} {class}"));
+                for split in self.splits.values() {
+                    out += &format!(" {:>10}", split.per_class.get(label).copied().unwrap_or(0));
+                }
+                out += "\n";
+            }
+        }
+        out += &format!(
+            "\n{:<32} {:>8} {:>7} {:>10}  sha256\n",
+            "shard", "rows", "groups", "MB"
+        );
+        for split in self.splits.values() {
+            for shard in &split.shards {
+                out += &format!(
+                    "{:<32} {:>8} {:>7} {:>10.1}  {}\n",
+                    shard.file,
+                    shard.rows,
+                    shard.row_groups.len(),
+                    mb(shard.bytes),
+                    &shard.sha256[..16.min(shard.sha256.len())]
+                );
+            }
+        }
+        out
+    }
+}
+
+fn abbreviate(names: &[String], keep: usize) -> String {
+    if names.len() <= keep {
+        names.join(", ")
+    } else {
+        format!(
+            "{}, ... ({} more)",
+            names[..keep].join(", "),
+            names.len() - keep
+        )
+    }
+}
+
+/// SHA-256 of a whole file, as lowercase hex.
+pub fn sha256_file(path: &Path) -> Result<String, ShardError> {
+    let mut file = fs::File::open(path).map_err(ShardError::io(path))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).map_err(ShardError::io(path))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// A writer that hashes everything written through it, so shards are checksummed in one pass.
+pub struct HashingWriter<W> {
+    inner: W,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl<W: Write> HashingWriter<W> {
+    pub fn new(inner: W) -> Self {
+        Self {
+            inner,
+            hasher: Sha256::new(),
+            bytes: 0,
+        }
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// The inner writer, the hex digest and the byte count.
+    pub fn finish(self) -> (W, String, u64) {
+        (self.inner, hex::encode(self.hasher.finalize()), self.bytes)
+    }
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Path of a shard file inside a dataset directory.
+pub fn shard_path(dir: &Path, shard: &ShardInfo) -> PathBuf {
+    dir.join(&shard.file)
+}

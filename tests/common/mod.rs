@@ -1,0 +1,144 @@
+//! Shared test helpers: the real datasets from `../shared/datasets`, unpacked once into
+//! `target/data`, the binaries under test, and readers for packed datasets.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use image::RgbImage;
+use sslfast::shard::codec::decode_stored;
+use sslfast::shard::ShardReader;
+
+/// `../shared/datasets` beside the checkout. Missing data fails loudly: no test skips silently.
+pub fn shared_datasets() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/datasets");
+    assert!(
+        dir.join("cifar10-jpeg.tar.gz").is_file(),
+        "real test data missing: expected {} (the shared folder beside the checkout)",
+        dir.display()
+    );
+    dir
+}
+
+/// Unpacks `tarball` from the shared datasets into `target/data/<name>` once; concurrent test
+/// binaries race safely because each extracts to its own temporary name and renames.
+pub fn dataset(name: &str, tarball: &str) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/data");
+    let dest = root.join(name);
+    if dest.is_dir() {
+        return dest;
+    }
+    let tmp = root.join(format!(".{name}.{}.tmp", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let status = Command::new("tar")
+        .arg("xzf")
+        .arg(shared_datasets().join(tarball))
+        .arg("-C")
+        .arg(&tmp)
+        .status()
+        .expect("tar runs");
+    assert!(status.success(), "tar failed on {tarball}");
+    if std::fs::rename(&tmp, &dest).is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    assert!(dest.is_dir());
+    dest
+}
+
+/// CIFAR-10 as an image folder: `train/<class>/*.jpg`, `test/<class>/*.jpg`.
+pub fn cifar10_folder() -> PathBuf {
+    dataset("cifar10", "cifar10-jpeg.tar.gz")
+}
+
+/// The 397 large ant and bee photos: `train/{ants,bees}`, `val/{ants,bees}`.
+pub fn hymenoptera() -> PathBuf {
+    dataset("hymenoptera", "hymenoptera.tar.gz").join("hymenoptera")
+}
+
+/// The first `n` images (sorted by file name) of each class of a CIFAR folder split, decoded.
+pub fn cifar_images(split: &str, per_class: usize) -> Vec<(u8, PathBuf, RgbImage)> {
+    let dir = cifar10_folder().join(split);
+    let mut classes: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    classes.sort();
+    let mut out = Vec::new();
+    for (label, class) in classes.iter().enumerate() {
+        let mut files: Vec<_> = std::fs::read_dir(class)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        for f in files.into_iter().take(per_class) {
+            let img = image::open(&f).unwrap().to_rgb8();
+            out.push((label as u8, f, img));
+        }
+    }
+    out
+}
+
+/// Runs `ssl-pack` with `args`.
+pub fn ssl_pack(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ssl-pack"))
+        .args(args)
+        .output()
+        .expect("ssl-pack runs")
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs ssl-pack and panics with its stderr unless it succeeded.
+pub fn pack_ok(args: &[&str]) -> String {
+    let out = ssl_pack(args);
+    assert!(
+        out.status.success(),
+        "ssl-pack {args:?} failed: {}",
+        stderr(&out)
+    );
+    stdout(&out)
+}
+
+/// One row of a packed split, decoded.
+#[derive(Debug)]
+pub struct Decoded {
+    pub index: u64,
+    pub label: i32,
+    pub encoding: sslfast::shard::Encoding,
+    pub bytes: Vec<u8>,
+    pub image: RgbImage,
+}
+
+/// Every row of `split`, in storage order, decoded to RGB8.
+pub fn read_split(dir: &Path, split: &str) -> Vec<Decoded> {
+    let reader = ShardReader::open(dir).unwrap();
+    let info = reader.manifest().split(split).unwrap().clone();
+    let mut rows = Vec::new();
+    for s in 0..info.shards.len() {
+        let shard = reader.shard(split, s).unwrap();
+        for g in 0..shard.num_groups() {
+            let group = shard.read_group(g).unwrap();
+            for i in 0..group.len() {
+                let r = group.row(i, shard.name()).unwrap();
+                rows.push(Decoded {
+                    index: r.index,
+                    label: r.label,
+                    encoding: r.encoding,
+                    bytes: r.image.to_vec(),
+                    image: decode_stored(r.image, r.encoding, r.width, r.height).unwrap(),
+                });
+            }
+        }
+    }
+    rows
+}
+
+pub fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
