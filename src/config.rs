@@ -161,3 +161,147 @@ impl Default for PackConfig {
         }
     }
 }
+
+pub use crate::loader::augment::rrc::Interpolation;
+pub use crate::loader::sampler::{Order, DEFAULT_SHUFFLE_BUFFER};
+
+/// The paper's CIFAR views: two 32px views over the torchvision scale range.
+pub const DEFAULT_VIEWS: &str = "2x32:0.08-1";
+pub const DEFAULT_BATCH_SIZE: usize = 256;
+/// Batches in flight ahead of the consumer (FFCV's `batches_ahead`).
+pub const DEFAULT_PREFETCH: usize = 4;
+/// Datasets whose decoded pixels fit in this many bytes are decoded once and held in memory.
+pub const DEFAULT_DECODED_CACHE_BYTES: u64 = 2 << 30;
+
+/// How the loader holds a dataset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum CachePolicy {
+    /// Decoded in memory when the pixels fit in `decoded_cache_bytes`, streamed otherwise.
+    #[default]
+    Auto,
+    /// Decode everything once up front and keep the pixels.
+    Decoded,
+    /// Read row groups on demand (a few cached per worker) and decode per sample.
+    Stream,
+}
+
+/// The per-view augmentations (DESIGN.md defaults; fastssl's CIFAR recipe uses `hue = 0`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AugmentConfig {
+    /// Horizontal flip probability (0.5).
+    pub flip_p: f32,
+    /// Probability of applying colour jitter (0.8).
+    pub jitter_p: f32,
+    /// Jitter strengths: factors in [1-x, 1+x] (0.4 each); hue shift in [-h, h] (0.1).
+    pub brightness: f32,
+    pub contrast: f32,
+    pub saturation: f32,
+    pub hue: f32,
+    /// Grayscale probability (0.2).
+    pub grayscale_p: f32,
+    /// Gaussian blur probability (0: off for CIFAR-sized images) and sigma range (0.1-2.0).
+    pub blur_p: f32,
+    pub blur_sigma: (f32, f32),
+    /// Solarization probability (0) and threshold on 0..255 (128).
+    pub solarize_p: f32,
+    pub solarize_threshold: f32,
+    pub interpolation: Interpolation,
+}
+
+impl Default for AugmentConfig {
+    fn default() -> Self {
+        Self {
+            flip_p: 0.5,
+            jitter_p: 0.8,
+            brightness: 0.4,
+            contrast: 0.4,
+            saturation: 0.4,
+            hue: 0.1,
+            grayscale_p: 0.2,
+            blur_p: 0.0,
+            blur_sigma: (0.1, 2.0),
+            solarize_p: 0.0,
+            solarize_threshold: 128.0,
+            interpolation: Interpolation::Bilinear,
+        }
+    }
+}
+
+impl AugmentConfig {
+    /// What FFCV-SSL's CIFAR pipeline does: crop, flip, brightness/contrast/saturation (p 0.8),
+    /// no hue, grayscale, blur or solarization. For like-for-like benchmarks.
+    pub fn ffcv() -> Self {
+        Self {
+            hue: 0.0,
+            grayscale_p: 0.0,
+            ..Self::default()
+        }
+    }
+
+    /// Crop and flip only.
+    pub fn crop_only() -> Self {
+        Self {
+            jitter_p: 0.0,
+            grayscale_p: 0.0,
+            ..Self::default()
+        }
+    }
+}
+
+/// Everything the K-view loader needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoaderConfig {
+    /// A dataset directory written by `ssl-pack`.
+    pub data: PathBuf,
+    /// Split to read ("train").
+    pub split: String,
+    /// View spec, e.g. `2x32:0.14-1,6x16:0.05-0.14`.
+    pub views: String,
+    /// Images per batch (256).
+    pub batch_size: usize,
+    /// Worker threads (default: all cores).
+    pub threads: usize,
+    /// Batches prepared ahead of the consumer (4).
+    pub prefetch: usize,
+    pub order: Order,
+    pub seed: u64,
+    /// Seeded, class-balanced fraction of the split to use, in (0, 1] (1).
+    pub fraction: f64,
+    /// This process's part of `world` disjoint parts (0 of 1).
+    pub rank: usize,
+    pub world: usize,
+    /// Drop the last incomplete batch (true, as SSL training does).
+    pub drop_last: bool,
+    /// Rows in the `quasi` order's shuffle buffer.
+    pub shuffle_buffer: usize,
+    pub cache: CachePolicy,
+    /// Decoded-pixel budget for `cache = auto`, in bytes (2 GiB).
+    pub decoded_cache_bytes: u64,
+    pub augment: AugmentConfig,
+}
+
+impl Default for LoaderConfig {
+    fn default() -> Self {
+        Self {
+            data: PathBuf::new(),
+            split: "train".into(),
+            views: DEFAULT_VIEWS.into(),
+            batch_size: DEFAULT_BATCH_SIZE,
+            threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            prefetch: DEFAULT_PREFETCH,
+            order: Order::Random,
+            seed: 0,
+            fraction: 1.0,
+            rank: 0,
+            world: 1,
+            drop_last: true,
+            shuffle_buffer: DEFAULT_SHUFFLE_BUFFER,
+            cache: CachePolicy::Auto,
+            decoded_cache_bytes: DEFAULT_DECODED_CACHE_BYTES,
+            augment: AugmentConfig::default(),
+        }
+    }
+}

@@ -5,5 +5,6 @@
 
 pub mod bench;
 pub mod config;
+pub mod loader;
 pub mod pack;
 pub mod shard;

@@ -1,3 +1,4 @@
 //! `ssl-bench`: throughput of every stage.
 
+pub mod loader;
 pub mod pack;

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! ssl-bench pack SRC [--encoding raw] [--max-side 256] [--container parquet] [--repeats 2]
+//! ssl-bench loader --data DIR [--split train] --views SPEC --batch 256 --threads N --batches M
 //! ```
 
 use std::path::PathBuf;
@@ -9,7 +10,10 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use sslfast::config::{Container, EncodingMode, PackConfig, SourceFormat};
+use sslfast::config::{
+    AugmentConfig, CachePolicy, Container, EncodingMode, LoaderConfig, Order, PackConfig,
+    SourceFormat,
+};
 
 #[derive(Parser)]
 #[command(
@@ -22,8 +26,49 @@ struct Cli {
     command: Command,
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum AugmentSet {
+    /// Our defaults: crop, flip, jitter with hue (p 0.8), grayscale (p 0.2).
+    Full,
+    /// FFCV-SSL's CIFAR set: crop, flip, brightness/contrast/saturation (p 0.8).
+    Ffcv,
+    /// Crop and flip only.
+    Crop,
+}
+
 #[derive(Subcommand)]
 enum Command {
+    /// images/s of the K-view loader, per stage, against a single-threaded inline baseline.
+    Loader {
+        /// A dataset directory written by `ssl-pack`.
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long, default_value = "train")]
+        split: String,
+        #[arg(long, default_value = sslfast::config::DEFAULT_VIEWS)]
+        views: String,
+        #[arg(long, default_value_t = 256)]
+        batch: usize,
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        /// Batches to time after the first.
+        #[arg(long, default_value_t = 100)]
+        batches: usize,
+        /// Batches for the single-threaded baseline.
+        #[arg(long, default_value_t = 10)]
+        baseline_batches: usize,
+        #[arg(long, value_enum, default_value_t = AugmentSet::Full)]
+        augment: AugmentSet,
+        #[arg(long, value_enum, default_value_t = Order::Random)]
+        order: Order,
+        #[arg(long, value_enum, default_value_t = CachePolicy::Auto)]
+        cache: CachePolicy,
+        #[arg(long, default_value_t = 4)]
+        prefetch: usize,
+        /// Also write the report as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// images/s of `ssl-pack write` on SRC (written to a temporary directory).
     Pack {
         src: PathBuf,
@@ -56,6 +101,55 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Loader {
+            data,
+            split,
+            views,
+            batch,
+            threads,
+            batches,
+            baseline_batches,
+            augment,
+            order,
+            cache,
+            prefetch,
+            json,
+        } => {
+            let augment = match augment {
+                AugmentSet::Full => AugmentConfig::default(),
+                AugmentSet::Ffcv => AugmentConfig::ffcv(),
+                AugmentSet::Crop => AugmentConfig::crop_only(),
+            };
+            let cfg = LoaderConfig {
+                data,
+                split,
+                views,
+                batch_size: batch,
+                threads,
+                order,
+                cache,
+                prefetch,
+                augment,
+                ..LoaderConfig::default()
+            };
+            let r = sslfast::bench::loader::bench_loader(&cfg, batches, baseline_batches)?;
+            println!(
+                "loader {} batch={} threads={}: images/s={:.0} views/s={:.0} MB/s={:.1} first_batch_s={:.3} peak_rss_mb={:.0}",
+                r.views, r.batch_size, r.threads, r.images_per_s, r.views_per_s, r.mb_per_s, r.first_batch_s, r.peak_rss_mb
+            );
+            println!(
+                "stage ms/batch (summed over workers): read={:.2} decode={:.2} augment={:.2} assemble={:.2}",
+                r.stage_ms.read, r.stage_ms.decode, r.stage_ms.augment, r.stage_ms.assemble
+            );
+            println!(
+                "baseline (1 thread, inline): images/s={:.0}; pipeline/baseline={:.2}x",
+                r.baseline_images_per_s, r.speedup_over_baseline
+            );
+            if let Some(path) = json {
+                std::fs::write(&path, serde_json::to_string_pretty(&r)?)?;
+            }
+            Ok(())
+        }
         Command::Pack {
             src,
             format,

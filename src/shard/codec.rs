@@ -65,6 +65,8 @@ pub enum CodecError {
         format: &'static str,
         source: image::ImageError,
     },
+    #[error("corrupt or truncated jpeg: {0}")]
+    CorruptJpeg(String),
     #[error("raw image has {found} bytes, expected {expected} for {width}x{height}x3")]
     RawSize {
         found: usize,

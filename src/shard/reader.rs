@@ -16,9 +16,10 @@ use arrow_ipc::Block;
 use parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
 };
+use parquet::arrow::ProjectionMask;
 
 use super::manifest::{shard_path, Container, Manifest, ShardInfo};
-use super::schema::{schema, RowGroup};
+use super::schema::{schema, RowGroup, RowMeta, IMAGE};
 use super::ShardError;
 
 /// A packed dataset opened for reading.
@@ -141,8 +142,21 @@ impl Shard {
 
     /// Reads row group (Parquet) or record batch (Arrow) `group`.
     pub fn read_group(&self, group: usize) -> Result<RowGroup, ShardError> {
-        let batch = match &self.kind {
-            ShardKind::Parquet { metadata } => self.read_parquet_group(metadata, group)?,
+        let batch = self.read_batch(group, true)?;
+        RowGroup::try_from_batch(&batch, &self.name)
+    }
+
+    /// Reads every column but the images of `group` (Parquet skips their pages).
+    pub fn read_meta(&self, group: usize) -> Result<RowMeta, ShardError> {
+        let batch = self.read_batch(group, false)?;
+        RowMeta::try_from_batch(&batch, &self.name)
+    }
+
+    fn read_batch(&self, group: usize, with_images: bool) -> Result<RecordBatch, ShardError> {
+        Ok(match &self.kind {
+            ShardKind::Parquet { metadata } => {
+                self.read_parquet_group(metadata, group, with_images)?
+            }
             ShardKind::Arrow {
                 buffer,
                 decoder,
@@ -166,14 +180,14 @@ impl Shard {
                     })?
                     .ok_or_else(|| self.no_group(group))?
             }
-        };
-        RowGroup::try_from_batch(&batch, &self.name)
+        })
     }
 
     fn read_parquet_group(
         &self,
         metadata: &ArrowReaderMetadata,
         group: usize,
+        with_images: bool,
     ) -> Result<RecordBatch, ShardError> {
         let rows = metadata
             .metadata()
@@ -186,7 +200,20 @@ impl Shard {
             file: self.path.clone(),
             source,
         };
-        let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, metadata.clone())
+        let mut builder =
+            ParquetRecordBatchReaderBuilder::new_with_metadata(file, metadata.clone());
+        if !with_images {
+            let keep = metadata
+                .schema()
+                .fields()
+                .iter()
+                .enumerate()
+                .filter(|(_, f)| f.name() != IMAGE)
+                .map(|(i, _)| i);
+            let mask = ProjectionMask::roots(metadata.parquet_schema(), keep);
+            builder = builder.with_projection(mask);
+        }
+        let reader = builder
             .with_row_groups(vec![group])
             .with_batch_size(usize::try_from(rows).unwrap_or(1).max(1))
             .build()
@@ -200,7 +227,11 @@ impl Shard {
         }
         match batches.len() {
             1 => Ok(batches.pop().expect("one batch")),
-            0 => Ok(RecordBatch::new_empty(schema())),
+            0 => Ok(RecordBatch::new_empty(if with_images {
+                schema()
+            } else {
+                metadata.schema().clone()
+            })),
             n => Err(ShardError::Schema {
                 file: self.name.clone(),
                 problem: format!("row group {group} decoded as {n} batches, expected 1"),

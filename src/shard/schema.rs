@@ -93,41 +93,62 @@ pub struct RowRef<'a> {
     pub encoding: Encoding,
 }
 
+/// The columns of a row group without its images: what a loader needs to plan.
+#[derive(Debug, Clone)]
+pub struct RowMeta {
+    pub index: UInt64Array,
+    pub label: Int32Array,
+    pub height: UInt16Array,
+    pub width: UInt16Array,
+}
+
+impl RowMeta {
+    pub fn try_from_batch(batch: &RecordBatch, origin: &str) -> Result<Self, ShardError> {
+        Ok(Self {
+            index: column(batch, INDEX, origin)?,
+            label: column(batch, LABEL, origin)?,
+            height: column(batch, HEIGHT, origin)?,
+            width: column(batch, WIDTH, origin)?,
+        })
+    }
+}
+
+fn column<T: Array + Clone + 'static>(
+    batch: &RecordBatch,
+    name: &str,
+    origin: &str,
+) -> Result<T, ShardError> {
+    let col = batch
+        .column_by_name(name)
+        .ok_or_else(|| ShardError::Schema {
+            file: origin.to_string(),
+            problem: format!("missing column `{name}`"),
+        })?;
+    if col.null_count() > 0 {
+        return Err(ShardError::Schema {
+            file: origin.to_string(),
+            problem: format!("column `{name}` has nulls"),
+        });
+    }
+    col.as_any()
+        .downcast_ref::<T>()
+        .cloned()
+        .ok_or_else(|| ShardError::Schema {
+            file: origin.to_string(),
+            problem: format!(
+                "column `{name}` has type {}, expected {}",
+                col.data_type(),
+                schema()
+                    .field_with_name(name)
+                    .map(|f| f.data_type().to_string())
+                    .unwrap_or_default()
+            ),
+        })
+}
+
 impl RowGroup {
     /// Checks a batch against the schema; `origin` names the shard in errors.
     pub fn try_from_batch(batch: &RecordBatch, origin: &str) -> Result<Self, ShardError> {
-        fn column<T: Array + Clone + 'static>(
-            batch: &RecordBatch,
-            name: &str,
-            origin: &str,
-        ) -> Result<T, ShardError> {
-            let col = batch
-                .column_by_name(name)
-                .ok_or_else(|| ShardError::Schema {
-                    file: origin.to_string(),
-                    problem: format!("missing column `{name}`"),
-                })?;
-            if col.null_count() > 0 {
-                return Err(ShardError::Schema {
-                    file: origin.to_string(),
-                    problem: format!("column `{name}` has nulls"),
-                });
-            }
-            col.as_any()
-                .downcast_ref::<T>()
-                .cloned()
-                .ok_or_else(|| ShardError::Schema {
-                    file: origin.to_string(),
-                    problem: format!(
-                        "column `{name}` has type {}, expected {}",
-                        col.data_type(),
-                        schema()
-                            .field_with_name(name)
-                            .map(|f| f.data_type().to_string())
-                            .unwrap_or_default()
-                    ),
-                })
-        }
         Ok(Self {
             index: column(batch, INDEX, origin)?,
             label: column(batch, LABEL, origin)?,

@@ -1,0 +1,114 @@
+//! `ssl-bench loader`: images/s, views/s and MB/s of the K-view loader, the time per stage, the
+//! time to the first batch and peak memory; plus, in the same process, the same batches built on
+//! one thread with no pipeline (`Loader::epoch_inline`) as a baseline.
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::config::LoaderConfig;
+use crate::loader::{Loader, LoaderError, StageTimes};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LoaderReport {
+    pub views: String,
+    pub batch_size: usize,
+    pub threads: usize,
+    pub batches: usize,
+    pub images_per_s: f64,
+    pub views_per_s: f64,
+    pub mb_per_s: f64,
+    /// From opening the dataset (including any up-front decode) to the first batch in hand.
+    pub first_batch_s: f64,
+    /// Mean milliseconds per batch spent in each stage, summed over workers.
+    pub stage_ms: StageMs,
+    pub baseline_images_per_s: f64,
+    pub speedup_over_baseline: f64,
+    pub peak_rss_mb: f64,
+    pub decoded_in_memory: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StageMs {
+    pub read: f64,
+    pub decode: f64,
+    pub augment: f64,
+    pub assemble: f64,
+}
+
+/// Runs the pipeline for `batches` batches (after the first) and the baseline for
+/// `baseline_batches`.
+pub fn bench_loader(
+    cfg: &LoaderConfig,
+    batches: usize,
+    baseline_batches: usize,
+) -> Result<LoaderReport, LoaderError> {
+    let open = Instant::now();
+    let loader = Loader::from_config(cfg)?;
+    let mut epoch = 0;
+    let mut iter = loader.epoch(epoch);
+    let first = iter.next().expect("build() guarantees a batch")?;
+    let first_batch_s = open.elapsed().as_secs_f64();
+    let per_image_bytes: usize =
+        first.groups.iter().map(|g| g.data.len()).sum::<usize>() / first.len();
+
+    let (mut images, mut times, mut done) = (0usize, StageTimes::default(), 0usize);
+    let start = Instant::now();
+    while done < batches {
+        let batch = match iter.next() {
+            Some(b) => b?,
+            None => {
+                epoch += 1;
+                iter = loader.epoch(epoch);
+                continue;
+            }
+        };
+        images += batch.len();
+        times += batch.times;
+        done += 1;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    drop(iter);
+
+    let start = Instant::now();
+    let mut baseline_images = 0;
+    for batch in loader.epoch_inline(0).take(baseline_batches.max(1)) {
+        baseline_images += batch?.len();
+    }
+    let baseline_images_per_s = baseline_images as f64 / start.elapsed().as_secs_f64();
+
+    let images_per_s = images as f64 / elapsed;
+    let ms = |d: Duration| d.as_secs_f64() * 1e3 / done.max(1) as f64;
+    Ok(LoaderReport {
+        views: loader.views().to_string(),
+        batch_size: cfg.batch_size,
+        threads: cfg.threads,
+        batches: done,
+        images_per_s,
+        views_per_s: images_per_s * loader.views().views() as f64,
+        mb_per_s: images_per_s * per_image_bytes as f64 / 1e6,
+        first_batch_s,
+        stage_ms: StageMs {
+            read: ms(times.read),
+            decode: ms(times.decode),
+            augment: ms(times.augment),
+            assemble: ms(times.assemble),
+        },
+        baseline_images_per_s,
+        speedup_over_baseline: images_per_s / baseline_images_per_s,
+        peak_rss_mb: peak_rss_mb(),
+        decoded_in_memory: loader.dataset().is_decoded(),
+    })
+}
+
+/// Peak resident memory of this process (VmHWM), in MB; 0 where /proc is missing.
+pub fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}

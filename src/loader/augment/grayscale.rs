@@ -1,0 +1,45 @@
+//! RandomGrayscale: with probability `p`, every channel becomes the pixel's luma.
+
+use rand::Rng;
+
+use super::{luma, Planes, ViewRng};
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RandomGrayscale {
+    pub p: f32,
+}
+
+impl RandomGrayscale {
+    /// Returns whether it was applied.
+    pub fn apply(&self, rng: &mut ViewRng, img: &mut Planes) -> bool {
+        if rng.random::<f32>() >= self.p {
+            return false;
+        }
+        to_gray(img);
+        true
+    }
+}
+
+pub fn to_gray(img: &mut Planes) {
+    let (r, g, b) = img.rgb_mut();
+    for ((r, g), b) in r.iter_mut().zip(g.iter_mut()).zip(b.iter_mut()) {
+        let y = luma(*r, *g, *b);
+        (*r, *g, *b) = (y, y, y);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gray_has_equal_channels_and_keeps_luma() {
+        let mut p = Planes {
+            side: 1,
+            data: vec![200.0, 100.0, 50.0],
+        };
+        to_gray(&mut p);
+        let y = 0.299 * 200.0 + 0.587 * 100.0 + 0.114 * 50.0;
+        assert!(p.data.iter().all(|v| (v - y).abs() < 1e-4));
+    }
+}

@@ -1,0 +1,195 @@
+//! ColorJitter as torchvision applies it, with probability `p` (RandomApply): brightness,
+//! contrast, saturation and hue factors drawn uniformly (`[max(0, 1-x), 1+x]`, hue `[-h, h]`),
+//! applied in a random order, clamping to 0..255 after each step.
+//!
+//! brightness: x * b; contrast: blend with the image's mean luma; saturation: blend with each
+//! pixel's luma; hue: rotate H in HSV space (torchvision's `_rgb2hsv`/`_hsv2rgb`). A strength of
+//! 0 turns its step off. Each step runs over whole planes, so the loops vectorise.
+
+use rand::seq::SliceRandom;
+use rand::Rng;
+
+use super::{luma, Planes, ViewRng};
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ColorJitter {
+    pub p: f32,
+    pub brightness: f32,
+    pub contrast: f32,
+    pub saturation: f32,
+    pub hue: f32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Step {
+    Brightness(f32),
+    Contrast(f32),
+    Saturation(f32),
+    Hue(f32),
+}
+
+impl ColorJitter {
+    /// Returns whether it was applied.
+    pub fn apply(&self, rng: &mut ViewRng, img: &mut Planes) -> bool {
+        if rng.random::<f32>() >= self.p {
+            return false;
+        }
+        let factor = |rng: &mut ViewRng, x: f32| rng.random_range((1.0 - x).max(0.0)..=1.0 + x);
+        let mut steps = [
+            Step::Brightness(factor(rng, self.brightness)),
+            Step::Contrast(factor(rng, self.contrast)),
+            Step::Saturation(factor(rng, self.saturation)),
+            Step::Hue(rng.random_range(-self.hue..=self.hue)),
+        ];
+        steps.shuffle(rng);
+        for step in steps {
+            match step {
+                Step::Brightness(f) if self.brightness > 0.0 => brightness(img, f),
+                Step::Contrast(f) if self.contrast > 0.0 => contrast(img, f),
+                Step::Saturation(f) if self.saturation > 0.0 => saturation(img, f),
+                Step::Hue(f) if self.hue > 0.0 => hue(img, f),
+                _ => {}
+            }
+        }
+        true
+    }
+}
+
+pub fn brightness(img: &mut Planes, factor: f32) {
+    for v in &mut img.data {
+        *v = (*v * factor).clamp(0.0, 255.0);
+    }
+}
+
+pub fn contrast(img: &mut Planes, factor: f32) {
+    let n = img.area();
+    let (r, g, b) = (&img.data[..n], &img.data[n..2 * n], &img.data[2 * n..]);
+    let mean = r
+        .iter()
+        .zip(g)
+        .zip(b)
+        .map(|((r, g), b)| luma(*r, *g, *b))
+        .sum::<f32>()
+        / n as f32;
+    let offset = (1.0 - factor) * mean;
+    for v in &mut img.data {
+        *v = (*v * factor + offset).clamp(0.0, 255.0);
+    }
+}
+
+pub fn saturation(img: &mut Planes, factor: f32) {
+    let (r, g, b) = img.rgb_mut();
+    for ((r, g), b) in r.iter_mut().zip(g.iter_mut()).zip(b.iter_mut()) {
+        let gray = (1.0 - factor) * luma(*r, *g, *b);
+        *r = (*r * factor + gray).clamp(0.0, 255.0);
+        *g = (*g * factor + gray).clamp(0.0, 255.0);
+        *b = (*b * factor + gray).clamp(0.0, 255.0);
+    }
+}
+
+pub fn hue(img: &mut Planes, shift: f32) {
+    let (r, g, b) = img.rgb_mut();
+    for ((r, g), b) in r.iter_mut().zip(g.iter_mut()).zip(b.iter_mut()) {
+        let (h, s, v) = rgb_to_hsv(*r, *g, *b);
+        (*r, *g, *b) = hsv_to_rgb((h + shift).rem_euclid(1.0), s, v);
+    }
+}
+
+/// torchvision's `_rgb2hsv`: h and s in 0..1, v in the input's scale.
+pub fn rgb_to_hsv(r: f32, g: f32, b: f32) -> (f32, f32, f32) {
+    let max = r.max(g).max(b);
+    let min = r.min(g).min(b);
+    let chroma = max - min;
+    if chroma == 0.0 {
+        return (0.0, 0.0, max);
+    }
+    let s = chroma / max;
+    let (rc, gc, bc) = ((max - r) / chroma, (max - g) / chroma, (max - b) / chroma);
+    let h = if max == r {
+        bc - gc
+    } else if max == g {
+        2.0 + rc - bc
+    } else {
+        4.0 + gc - rc
+    };
+    ((h / 6.0 + 1.0).rem_euclid(1.0), s, max)
+}
+
+/// torchvision's `_hsv2rgb`.
+pub fn hsv_to_rgb(h: f32, s: f32, v: f32) -> (f32, f32, f32) {
+    let h6 = h * 6.0;
+    let i = h6.floor();
+    let f = h6 - i;
+    let p = (v * (1.0 - s)).clamp(0.0, 255.0);
+    let q = (v * (1.0 - s * f)).clamp(0.0, 255.0);
+    let t = (v * (1.0 - s * (1.0 - f))).clamp(0.0, 255.0);
+    match (i as i32).rem_euclid(6) {
+        0 => (v, t, p),
+        1 => (q, v, p),
+        2 => (p, v, t),
+        3 => (p, q, v),
+        4 => (t, p, v),
+        _ => (v, p, q),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn px(r: f32, g: f32, b: f32) -> Planes {
+        Planes {
+            side: 1,
+            data: vec![r, g, b],
+        }
+    }
+
+    #[test]
+    fn hsv_round_trips() {
+        for &(r, g, b) in &[
+            (255.0, 0.0, 0.0),
+            (10.0, 200.0, 90.0),
+            (30.0, 30.0, 30.0),
+            (0.0, 40.0, 250.0),
+        ] {
+            let (h, s, v) = rgb_to_hsv(r, g, b);
+            let (r2, g2, b2) = hsv_to_rgb(h, s, v);
+            assert!(
+                (r - r2).abs() < 1e-3 && (g - g2).abs() < 1e-3 && (b - b2).abs() < 1e-3,
+                "{r},{g},{b}"
+            );
+        }
+    }
+
+    #[test]
+    fn hue_shift_by_a_third_rotates_primaries() {
+        let mut red = px(255.0, 0.0, 0.0);
+        hue(&mut red, 1.0 / 3.0);
+        assert!(
+            (red.data[1] - 255.0).abs() < 1e-2 && red.data[0].abs() < 1e-2,
+            "{:?}",
+            red.data
+        );
+    }
+
+    #[test]
+    fn saturation_zero_is_gray_and_contrast_zero_is_the_mean() {
+        let mut p = px(200.0, 100.0, 50.0);
+        saturation(&mut p, 0.0);
+        assert!((p.data[0] - p.data[2]).abs() < 1e-3);
+        let mut two = Planes {
+            side: 2,
+            data: vec![
+                0.0, 100.0, 0.0, 100.0, 0.0, 100.0, 0.0, 100.0, 0.0, 100.0, 0.0, 100.0,
+            ],
+        };
+        contrast(&mut two, 0.0);
+        assert!(
+            two.data.iter().all(|v| (v - 50.0).abs() < 1e-3),
+            "{:?}",
+            two.data
+        );
+        brightness(&mut two, 10.0);
+        assert!(two.data.iter().all(|&v| v == 255.0));
+    }
+}
