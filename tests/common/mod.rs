@@ -142,3 +142,31 @@ pub fn read_split(dir: &Path, split: &str) -> Vec<Decoded> {
 pub fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
+
+/// A packed copy of the real data made once per checkout under `target/data/packed/<name>`
+/// (`ssl-pack write` with `args`); racing test binaries each pack and the first rename wins.
+pub fn packed(name: &str, src: &Path, args: &[&str]) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/data/packed");
+    let dest = root.join(name);
+    if dest.join("manifest.json").is_file() {
+        return dest;
+    }
+    std::fs::create_dir_all(&root).unwrap();
+    let tmp = root.join(format!(".{name}.{}", std::process::id()));
+    let mut all = vec!["write", s(src), s(&tmp)];
+    all.extend_from_slice(args);
+    pack_ok(&all);
+    if std::fs::rename(&tmp, &dest).is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    dest
+}
+
+/// The CIFAR-10 test split (10,000 real images), stored raw.
+pub fn cifar10_test_raw() -> PathBuf {
+    packed(
+        "cifar10-test-raw",
+        &cifar10_folder(),
+        &["--split", "test", "--encoding", "raw"],
+    )
+}
