@@ -6,5 +6,7 @@
 pub mod bench;
 pub mod config;
 pub mod loader;
+pub mod loss;
+pub mod model;
 pub mod pack;
 pub mod shard;

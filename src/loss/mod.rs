@@ -1,0 +1,56 @@
+//! Multi-view SSL losses on projector outputs `z: [K * B, D]` (view-major: row `v * B + b` is view
+//! v of image b), each in three forms:
+//! - `Pairwise`: the standard two-view loss (K = 2);
+//! - `Efficient`: the paper's O(K) multi-view loss, as its reference code computes it (which
+//!   uses the pairwise form when K = 2);
+//! - `Naive`: the average of the pairwise loss over all K(K-1) ordered pairs, O(K^2), kept as a
+//!   reference for tests and benchmarks.
+
+pub mod barlow_twins;
+pub mod vicreg;
+
+use candle_core::{Result, Tensor};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum LossKind {
+    #[default]
+    BarlowTwins,
+    Vicreg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LossForm {
+    #[default]
+    Efficient,
+    Naive,
+}
+
+/// A loss value and its named terms (for metrics).
+#[derive(Debug, Clone)]
+pub struct LossParts {
+    pub total: Tensor,
+    /// (name, value) of each term before weighting, e.g. ("on_diag", ..), ("off_diag", ..).
+    pub terms: Vec<(&'static str, Tensor)>,
+}
+
+/// Sum of squared off-diagonal entries of a square matrix.
+pub fn off_diagonal_sq_sum(c: &Tensor) -> Result<Tensor> {
+    let d = c.dim(0)?;
+    let eye = Tensor::eye(d, c.dtype(), c.device())?;
+    (c * (1.0 - eye)?)?.sqr()?.sum_all()
+}
+
+/// Splits `z: [K * B, D]` into the K views.
+pub fn views(z: &Tensor, k: usize) -> Result<Vec<Tensor>> {
+    z.chunk(k, 0)
+}
+
+/// Unbiased standard deviation over rows (dim 0), as torch's `std(0)`.
+pub fn std_rows(x: &Tensor) -> Result<Tensor> {
+    let n = x.dim(0)? as f64;
+    let centred = x.broadcast_sub(&x.mean_keepdim(0)?)?;
+    (centred.sqr()?.sum_keepdim(0)? / (n - 1.0))?.sqrt()
+}

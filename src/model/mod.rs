@@ -1,0 +1,160 @@
+//! Backbones (ResNet-18/34/50 with CIFAR or ImageNet stem and a width multiplier; `conv4`) and
+//! the projector. Global average pooling lets views of several sizes share the backbone: each
+//! resolution group is one forward pass, and their features are concatenated in view order
+//! before the projector, whose BatchNorm then sees all K·B rows.
+
+pub mod conv4;
+pub mod projector;
+pub mod resnet;
+
+use candle_core::{Module, ModuleT, Result, Tensor};
+use candle_nn::VarBuilder;
+use serde::{Deserialize, Serialize};
+
+pub use projector::Projector;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum BackboneKind {
+    /// 4 x [conv3x3 - BN - ReLU], widths w..8w, strides 1,2,2,2: the quick CPU model.
+    #[default]
+    Conv4,
+    Resnet18,
+    Resnet34,
+    Resnet50,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Stem {
+    /// CIFAR stem for inputs up to 64 px, ImageNet stem above.
+    #[default]
+    Auto,
+    /// 3x3 conv, stride 1, no max-pool.
+    Cifar,
+    /// 7x7 conv, stride 2, then 3x3 max-pool with stride 2.
+    Imagenet,
+}
+
+/// Inputs at or below this side get the CIFAR stem under `Stem::Auto`.
+pub const CIFAR_STEM_MAX_SIDE: u32 = 64;
+
+/// What the model needs to know.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ModelSpec {
+    pub backbone: BackboneKind,
+    pub width: usize,
+    pub stem: Stem,
+    pub pdim: usize,
+    pub projector_depth: usize,
+}
+
+pub enum Backbone {
+    Conv4(conv4::Conv4),
+    Resnet(resnet::ResNet),
+}
+
+impl Backbone {
+    /// Builds the backbone for inputs whose largest side is `side` (which picks the `Auto` stem).
+    pub fn new(spec: &ModelSpec, side: u32, vb: VarBuilder) -> Result<Self> {
+        let cifar = match spec.stem {
+            Stem::Cifar => true,
+            Stem::Imagenet => false,
+            Stem::Auto => side <= CIFAR_STEM_MAX_SIDE,
+        };
+        Ok(match spec.backbone {
+            BackboneKind::Conv4 => Self::Conv4(conv4::Conv4::new(spec.width, vb)?),
+            BackboneKind::Resnet18 => Self::Resnet(resnet::ResNet::new(
+                resnet::Depth::R18,
+                spec.width,
+                cifar,
+                vb,
+            )?),
+            BackboneKind::Resnet34 => Self::Resnet(resnet::ResNet::new(
+                resnet::Depth::R34,
+                spec.width,
+                cifar,
+                vb,
+            )?),
+            BackboneKind::Resnet50 => Self::Resnet(resnet::ResNet::new(
+                resnet::Depth::R50,
+                spec.width,
+                cifar,
+                vb,
+            )?),
+        })
+    }
+
+    /// Size of the pooled feature vector.
+    pub fn feature_dim(&self) -> usize {
+        match self {
+            Self::Conv4(m) => m.feature_dim(),
+            Self::Resnet(m) => m.feature_dim(),
+        }
+    }
+}
+
+impl ModuleT for Backbone {
+    /// `[N, 3, S, S]` to pooled features `[N, F]`.
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let maps = match self {
+            Self::Conv4(m) => m.forward_t(x, train)?,
+            Self::Resnet(m) => m.forward_t(x, train)?,
+        };
+        maps.mean((2, 3))
+    }
+}
+
+/// Backbone + projector.
+pub struct SslModel {
+    pub backbone: Backbone,
+    pub projector: Projector,
+}
+
+impl SslModel {
+    /// Parameters live under `backbone.*` (torchvision's ResNet names below it) and `projector.*`.
+    pub fn new(spec: &ModelSpec, side: u32, vb: VarBuilder) -> Result<Self> {
+        let backbone = Backbone::new(spec, side, vb.pp("backbone"))?;
+        let projector = Projector::new(
+            backbone.feature_dim(),
+            spec.pdim,
+            spec.projector_depth,
+            vb.pp("projector"),
+        )?;
+        Ok(Self {
+            backbone,
+            projector,
+        })
+    }
+
+    /// Pooled features of every group, concatenated in view order: `[K * B, F]`.
+    pub fn features(&self, groups: &[Tensor], train: bool) -> Result<Tensor> {
+        let feats = groups
+            .iter()
+            .map(|g| self.backbone.forward_t(g, train))
+            .collect::<Result<Vec<_>>>()?;
+        Tensor::cat(&feats, 0)
+    }
+
+    /// Projector outputs `[K * B, D]` for the views of a batch.
+    pub fn embed(&self, groups: &[Tensor], train: bool) -> Result<Tensor> {
+        self.projector
+            .forward_t(&self.features(groups, train)?, train)
+    }
+}
+
+/// Conv, BatchNorm (training mode updates running stats), ReLU.
+pub(crate) fn conv_bn(
+    conv: &candle_nn::Conv2d,
+    bn: &candle_nn::BatchNorm,
+    x: &Tensor,
+    train: bool,
+    relu: bool,
+) -> Result<Tensor> {
+    let y = bn.forward_t(&conv.forward(x)?, train)?;
+    if relu {
+        y.relu()
+    } else {
+        Ok(y)
+    }
+}
