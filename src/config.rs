@@ -208,6 +208,8 @@ pub struct AugmentConfig {
     pub solarize_p: f32,
     pub solarize_threshold: f32,
     pub interpolation: Interpolation,
+    /// RandomResizedCrop aspect-ratio range (3/4 - 4/3).
+    pub ratio: (f32, f32),
 }
 
 impl Default for AugmentConfig {
@@ -225,6 +227,7 @@ impl Default for AugmentConfig {
             solarize_p: 0.0,
             solarize_threshold: 128.0,
             interpolation: Interpolation::Bilinear,
+            ratio: crate::loader::augment::rrc::DEFAULT_RATIO,
         }
     }
 }
@@ -236,6 +239,19 @@ impl AugmentConfig {
         Self {
             hue: 0.0,
             grayscale_p: 0.0,
+            ..Self::default()
+        }
+    }
+
+    /// Evaluation views: no randomness; with scale 1-1 this is the largest centred square.
+    pub fn centre() -> Self {
+        Self {
+            flip_p: 0.0,
+            jitter_p: 0.0,
+            grayscale_p: 0.0,
+            blur_p: 0.0,
+            solarize_p: 0.0,
+            ratio: (1.0, 1.0),
             ..Self::default()
         }
     }
@@ -303,5 +319,276 @@ impl Default for LoaderConfig {
             decoded_cache_bytes: DEFAULT_DECODED_CACHE_BYTES,
             augment: AugmentConfig::default(),
         }
+    }
+}
+
+pub use crate::loss::{LossForm, LossKind};
+pub use crate::model::{BackboneKind, Stem};
+
+/// The paper's optimiser settings: Adam, lr 1e-3, coupled L2 weight decay 1e-6, no schedule.
+pub const DEFAULT_LR: f64 = 1e-3;
+pub const DEFAULT_WEIGHT_DECAY: f64 = 1e-6;
+pub const DEFAULT_PDIM: usize = 256;
+pub const DEFAULT_EPOCHS: u64 = 100;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    /// Adam with coupled L2 weight decay (the gradient gets `wd * p`), as the paper.
+    #[default]
+    Adam,
+    /// AdamW: decoupled weight decay.
+    Adamw,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Schedule {
+    /// Constant learning rate after any warm-up (the paper's).
+    #[default]
+    Constant,
+    /// Cosine decay to 0 over the run, after any warm-up.
+    Cosine,
+}
+
+/// Everything `ssl-train` needs. Keys are flat so `--set key=value` names them directly
+/// (`--set views=4x16 --set backbone=conv4`); augmentations nest under `augment.*`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Dataset written by `ssl-pack`; empty means the built-in shapes, packed on first use.
+    pub data: PathBuf,
+    /// Split to pretrain on.
+    pub split: String,
+    /// Labelled split for kNN monitoring ("" turns it off); the kNN bank is `split`.
+    pub eval_split: String,
+    /// View spec, e.g. `2x32:0.14-1,6x16:0.05-0.14`.
+    pub views: String,
+    pub batch_size: usize,
+    pub epochs: u64,
+    /// Stop each epoch after this many steps (0: the whole epoch); for quick runs.
+    pub max_steps_per_epoch: usize,
+    /// Loader worker threads (0: all cores).
+    pub threads: usize,
+    pub prefetch: usize,
+    /// Seeded, class-balanced fraction of the training split (the paper's 25%/50% runs).
+    pub fraction: f64,
+    pub backbone: BackboneKind,
+    /// Width multiplier: 64 is the standard ResNet; 16 or 32 make CPU runs feasible.
+    pub width: usize,
+    pub stem: Stem,
+    /// Projector output dimension D.
+    pub pdim: usize,
+    /// Linear layers in the projector (2: Linear-BN-ReLU-Linear).
+    pub projector_depth: usize,
+    pub loss: LossKind,
+    pub loss_form: LossForm,
+    /// Barlow Twins redundancy weight λ; absent means 1/pdim.
+    pub lambda: Option<f64>,
+    pub vicreg_invariance: f64,
+    pub vicreg_variance: f64,
+    pub vicreg_covariance: f64,
+    pub optimizer: OptimizerKind,
+    pub lr: f64,
+    pub weight_decay: f64,
+    pub schedule: Schedule,
+    /// Linear warm-up from 0, in epochs (may be fractional).
+    pub warmup_epochs: f64,
+    pub seed: u64,
+    /// `cpu` or `cuda:N` (needs the `cuda` cargo feature).
+    pub device: String,
+    /// Run directory: resolved config, metrics.jsonl, checkpoint/, summary.json.
+    pub out: PathBuf,
+    /// Write a checkpoint every this many epochs (and always at the end).
+    pub checkpoint_every: u64,
+    /// kNN accuracy every this many epochs (0: only before and after training).
+    pub knn_every: u64,
+    pub knn_k: usize,
+    pub knn_temperature: f32,
+    /// Per-channel mean and std (of 0..1 pixels) used to normalise inputs on the device.
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+    pub augment: AugmentConfig,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            data: PathBuf::new(),
+            split: "train".into(),
+            eval_split: "test".into(),
+            views: DEFAULT_VIEWS.into(),
+            batch_size: DEFAULT_BATCH_SIZE,
+            epochs: DEFAULT_EPOCHS,
+            max_steps_per_epoch: 0,
+            threads: 0,
+            prefetch: DEFAULT_PREFETCH,
+            fraction: 1.0,
+            backbone: BackboneKind::Resnet18,
+            width: 64,
+            stem: Stem::Auto,
+            pdim: DEFAULT_PDIM,
+            projector_depth: 2,
+            loss: LossKind::BarlowTwins,
+            loss_form: LossForm::Efficient,
+            lambda: None,
+            vicreg_invariance: crate::loss::vicreg::DEFAULT_INVARIANCE,
+            vicreg_variance: crate::loss::vicreg::DEFAULT_VARIANCE,
+            vicreg_covariance: crate::loss::vicreg::DEFAULT_COVARIANCE,
+            optimizer: OptimizerKind::Adam,
+            lr: DEFAULT_LR,
+            weight_decay: DEFAULT_WEIGHT_DECAY,
+            schedule: Schedule::Constant,
+            warmup_epochs: 0.0,
+            seed: 0,
+            device: "cpu".into(),
+            out: PathBuf::from("runs/default"),
+            checkpoint_every: 1,
+            knn_every: 1,
+            knn_k: 200,
+            knn_temperature: 0.1,
+            mean: crate::loader::CIFAR10_MEAN,
+            std: crate::loader::CIFAR10_STD,
+            augment: AugmentConfig::default(),
+        }
+    }
+}
+
+impl TrainConfig {
+    /// The no-argument run of `ssl-train`: the built-in shapes (packed on first use), 32px views,
+    /// `conv4` of width 16, a few minutes on a 2-core CPU.
+    pub fn builtin() -> Self {
+        Self {
+            views: "2x32:0.2-1".into(),
+            batch_size: 128,
+            epochs: 8,
+            backbone: BackboneKind::Conv4,
+            width: 16,
+            pdim: 128,
+            out: PathBuf::from("runs/builtin"),
+            mean: [0.5; 3],
+            std: [0.25; 3],
+            ..Self::default()
+        }
+    }
+
+    /// λ for Barlow Twins: the configured one or 1/pdim.
+    pub fn lambda(&self) -> f64 {
+        self.lambda.unwrap_or(1.0 / self.pdim as f64)
+    }
+}
+
+/// A config file or override that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{origin}: {message}")]
+    Invalid { origin: String, message: String },
+    #[error("--set {0}: expected key=value, e.g. --set views=4x16")]
+    BadSet(String),
+}
+
+/// Applies `key=value` overrides to an existing config (see [`load_train_config`]).
+pub fn apply_sets(cfg: TrainConfig, sets: &[String]) -> Result<TrainConfig, ConfigError> {
+    let table = toml::Table::try_from(&cfg).expect("configs serialise to a table");
+    apply_to_table(table, "built-in default".into(), sets)
+}
+
+/// Reads a TOML config (or starts from the defaults), then applies `key=value` overrides whose
+/// keys are the TOML names (dotted for nested tables: `augment.hue=0`). Values parse as TOML
+/// (`4`, `0.5`, `true`, `[0.1, 2.0]`) and fall back to strings (`views=4x16`).
+pub fn load_train_config(
+    path: Option<&std::path::Path>,
+    sets: &[String],
+) -> Result<TrainConfig, ConfigError> {
+    let (table, origin) = match path {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                path: p.to_path_buf(),
+                source,
+            })?;
+            let table: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Invalid {
+                origin: p.display().to_string(),
+                message: e.to_string(),
+            })?;
+            (table, p.display().to_string())
+        }
+        None => (toml::Table::new(), "defaults".to_string()),
+    };
+    apply_to_table(table, origin, sets)
+}
+
+fn apply_to_table(
+    mut table: toml::Table,
+    origin: String,
+    sets: &[String],
+) -> Result<TrainConfig, ConfigError> {
+    for set in sets {
+        let (key, value) = set
+            .split_once('=')
+            .ok_or_else(|| ConfigError::BadSet(set.clone()))?;
+        let value = toml::from_str::<toml::Table>(&format!("v = {value}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(value.to_string()));
+        let mut parts: Vec<&str> = key.trim().split('.').collect();
+        let last = parts
+            .pop()
+            .ok_or_else(|| ConfigError::BadSet(set.clone()))?;
+        let mut node = &mut table;
+        for part in parts {
+            node = node
+                .entry(part)
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                .as_table_mut()
+                .ok_or_else(|| ConfigError::BadSet(set.clone()))?;
+        }
+        node.insert(last.to_string(), value);
+    }
+    let origin = if sets.is_empty() {
+        origin
+    } else {
+        format!("{origin} with --set {}", sets.join(" --set "))
+    };
+    TrainConfig::deserialize(table).map_err(|e| ConfigError::Invalid {
+        origin,
+        message: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sets_override_flat_and_nested_keys_and_typos_are_named() {
+        let sets = [
+            "views=4x16",
+            "backbone=conv4",
+            "lr=0.002",
+            "augment.hue=0",
+            "lambda=0.01",
+        ]
+        .map(String::from);
+        let cfg = load_train_config(None, &sets).unwrap();
+        assert_eq!(cfg.views, "4x16");
+        assert_eq!(cfg.backbone, BackboneKind::Conv4);
+        assert_eq!(cfg.lr, 0.002);
+        assert_eq!(cfg.augment.hue, 0.0);
+        assert_eq!(cfg.lambda(), 0.01);
+        let err = load_train_config(None, &["bakbone=conv4".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `bakbone`"), "{err}");
+        let text = toml::to_string(&cfg).unwrap();
+        assert_eq!(
+            toml::from_str::<TrainConfig>(&text).unwrap(),
+            cfg,
+            "the resolved config round-trips"
+        );
     }
 }

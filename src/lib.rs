@@ -5,8 +5,10 @@
 
 pub mod bench;
 pub mod config;
+pub mod eval;
 pub mod loader;
 pub mod loss;
 pub mod model;
 pub mod pack;
 pub mod shard;
+pub mod train;

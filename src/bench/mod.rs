@@ -1,4 +1,5 @@
 //! `ssl-bench`: throughput of every stage.
 
 pub mod loader;
+pub mod loss;
 pub mod pack;

@@ -3,6 +3,7 @@
 //! ```text
 //! ssl-bench pack SRC [--encoding raw] [--max-side 256] [--container parquet] [--repeats 2]
 //! ssl-bench loader --data DIR [--split train] --views SPEC --batch 256 --threads N --batches M
+//! ssl-bench loss --k 2,4,8,16 --batch 256 --pdim 256,8192
 //! ```
 
 use std::path::PathBuf;
@@ -38,6 +39,21 @@ enum AugmentSet {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Forward + backward time of the efficient vs the naive multi-view loss.
+    Loss {
+        #[arg(long, value_delimiter = ',', default_values_t = [2, 4, 8, 16])]
+        k: Vec<usize>,
+        #[arg(long, default_value_t = 256)]
+        batch: usize,
+        #[arg(long, value_delimiter = ',', default_values_t = [256, 8192])]
+        pdim: Vec<usize>,
+        #[arg(long, value_enum, default_value_t = sslfast::loss::LossKind::BarlowTwins)]
+        loss: sslfast::loss::LossKind,
+        #[arg(long, default_value_t = 3)]
+        reps: usize,
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// images/s of the K-view loader, per stage, against a single-threaded inline baseline.
     Loader {
         /// A dataset directory written by `ssl-pack`.
@@ -101,6 +117,30 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Loss {
+            k,
+            batch,
+            pdim,
+            loss,
+            reps,
+            json,
+        } => {
+            let rows = sslfast::bench::loss::bench_loss(loss, &k, batch, &pdim, reps)?;
+            println!(
+                "{:>4} {:>6} {:>6} {:>14} {:>10} {:>8}",
+                "K", "batch", "pdim", "efficient_ms", "naive_ms", "speedup"
+            );
+            for r in &rows {
+                println!(
+                    "{:>4} {:>6} {:>6} {:>14.2} {:>10.2} {:>7.2}x",
+                    r.k, r.batch, r.pdim, r.efficient_ms, r.naive_ms, r.speedup
+                );
+            }
+            if let Some(path) = json {
+                std::fs::write(&path, serde_json::to_string_pretty(&rows)?)?;
+            }
+            Ok(())
+        }
         Command::Loader {
             data,
             split,

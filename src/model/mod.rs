@@ -143,6 +143,47 @@ impl SslModel {
     }
 }
 
+/// Re-draws every weight from a generator seeded by `seed`, so a run's initialisation is
+/// reproducible (candle's CPU device cannot be seeded). Conv and linear weights get candle's own
+/// init, Kaiming normal with fan-in (`std = sqrt(2 / fan_in)`); other biases start at 0;
+/// BatchNorm keeps its constant init. Variables are visited in name order.
+pub fn init_seeded(varmap: &candle_nn::VarMap, seed: u64) -> Result<()> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x1A17);
+    let data = varmap.data().lock().expect("varmap lock");
+    let mut names: Vec<&String> = data.keys().collect();
+    names.sort();
+    for name in names {
+        let var = &data[name];
+        let dims = var.dims().to_vec();
+        let values: Vec<f32> = if dims.len() >= 2 {
+            let std = (2.0 / dims[1..].iter().product::<usize>() as f64).sqrt();
+            (0..var.elem_count())
+                .map(|_| {
+                    // Box-Muller: two uniforms to one standard normal.
+                    let (u1, u2): (f64, f64) =
+                        (rng.random::<f64>().max(f64::MIN_POSITIVE), rng.random());
+                    ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos() * std) as f32
+                })
+                .collect()
+        } else if is_linear_bias(&data, name) {
+            vec![0.0; var.elem_count()]
+        } else {
+            continue;
+        };
+        let t = Tensor::from_vec(values, dims, var.device())?.to_dtype(var.dtype())?;
+        var.set(&t)?;
+    }
+    Ok(())
+}
+
+/// A `.bias` whose sibling `.weight` is a matrix (BatchNorm's weight is a vector).
+fn is_linear_bias(vars: &std::collections::HashMap<String, candle_core::Var>, name: &str) -> bool {
+    name.strip_suffix(".bias")
+        .and_then(|prefix| vars.get(&format!("{prefix}.weight")))
+        .is_some_and(|w| w.rank() >= 2)
+}
+
 /// Conv, BatchNorm (training mode updates running stats), ReLU.
 pub(crate) fn conv_bn(
     conv: &candle_nn::Conv2d,

@@ -170,3 +170,24 @@ pub fn cifar10_test_raw() -> PathBuf {
         &["--split", "test", "--encoding", "raw"],
     )
 }
+
+/// A small CIFAR-10 with both splits (`train_per_class` and `test_per_class` real images per
+/// class), packed raw: fast enough to train on in tests.
+pub fn small_cifar(train_per_class: usize, test_per_class: usize) -> PathBuf {
+    let name = format!("cifar10-small-{train_per_class}-{test_per_class}");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/data")
+        .join(format!("{name}-src"));
+    if !src.join("done").exists() {
+        let _ = std::fs::remove_dir_all(&src);
+        for (split, n) in [("train", train_per_class), ("test", test_per_class)] {
+            for (label, path, _) in cifar_images(split, n) {
+                let dir = src.join(split).join(format!("class{label}"));
+                std::fs::create_dir_all(&dir).unwrap();
+                std::fs::copy(&path, dir.join(path.file_name().unwrap())).unwrap();
+            }
+        }
+        std::fs::write(src.join("done"), "").unwrap();
+    }
+    packed(&name, &src, &["--encoding", "raw"])
+}

@@ -1,0 +1,118 @@
+//! Checkpoints: `<run>/checkpoint/` holds `model.safetensors` (every VarMap entry, BatchNorm
+//! running statistics included), `optimizer.safetensors` (Adam moments) and `state.json` (where
+//! to resume: the sampler cursor, the optimiser step, the seed). A new checkpoint is written to
+//! `checkpoint.partial/` and renamed over the old one only when complete, so a crash mid-write
+//! keeps the last good one.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use candle_nn::VarMap;
+use serde::{Deserialize, Serialize};
+
+use super::optim::Optimizer;
+use super::TrainError;
+use crate::loader::Cursor;
+
+pub const CHECKPOINT_DIR: &str = "checkpoint";
+const MODEL_FILE: &str = "model.safetensors";
+const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+const STATE_FILE: &str = "state.json";
+
+/// Where training stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrainState {
+    /// The next batch to train on.
+    pub cursor: Cursor,
+    /// Optimiser steps taken so far.
+    pub step: u64,
+    pub seed: u64,
+}
+
+pub fn checkpoint_dir(run: &Path) -> PathBuf {
+    run.join(CHECKPOINT_DIR)
+}
+
+/// Writes a checkpoint of `varmap` and `optimizer` at `state` into `run/checkpoint/`.
+pub fn save(
+    run: &Path,
+    varmap: &VarMap,
+    optimizer: &Optimizer,
+    state: &TrainState,
+) -> Result<(), TrainError> {
+    let dir = checkpoint_dir(run);
+    let partial = run.join(format!("{CHECKPOINT_DIR}.partial"));
+    let old = run.join(format!("{CHECKPOINT_DIR}.old"));
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| TrainError::Io { path, source }
+    };
+    let _ = fs::remove_dir_all(&partial);
+    fs::create_dir_all(&partial).map_err(io(&partial))?;
+    let candle = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| TrainError::Checkpoint {
+            path,
+            message: format!("{source}"),
+        }
+    };
+    varmap
+        .save(partial.join(MODEL_FILE))
+        .map_err(candle(&partial.join(MODEL_FILE)))?;
+    optimizer
+        .save(&partial.join(OPTIMIZER_FILE))
+        .map_err(candle(&partial.join(OPTIMIZER_FILE)))?;
+    let state_path = partial.join(STATE_FILE);
+    fs::write(
+        &state_path,
+        serde_json::to_string_pretty(state).expect("state serialises"),
+    )
+    .map_err(io(&state_path))?;
+    for f in [MODEL_FILE, OPTIMIZER_FILE, STATE_FILE] {
+        fs::File::open(partial.join(f))
+            .and_then(|f| f.sync_all())
+            .map_err(io(&partial.join(f)))?;
+    }
+    if dir.exists() {
+        let _ = fs::remove_dir_all(&old);
+        fs::rename(&dir, &old).map_err(io(&dir))?;
+    }
+    fs::rename(&partial, &dir).map_err(io(&dir))?;
+    let _ = fs::remove_dir_all(&old);
+    Ok(())
+}
+
+/// Reads `run/checkpoint/state.json`.
+pub fn load_state(run: &Path) -> Result<TrainState, TrainError> {
+    let path = checkpoint_dir(run).join(STATE_FILE);
+    let text = fs::read_to_string(&path).map_err(|_| TrainError::Checkpoint {
+        path: path.clone(),
+        message: "no checkpoint here (expected checkpoint/state.json); is this a run directory of ssl-train?".into(),
+    })?;
+    serde_json::from_str(&text).map_err(|e| TrainError::Checkpoint {
+        path,
+        message: e.to_string(),
+    })
+}
+
+/// Loads weights and optimiser moments of `run/checkpoint/` into an already built model.
+pub fn load_weights(
+    run: &Path,
+    varmap: &mut VarMap,
+    optimizer: Option<(&mut Optimizer, u64)>,
+) -> Result<(), TrainError> {
+    let dir = checkpoint_dir(run);
+    let model = dir.join(MODEL_FILE);
+    varmap.load(&model).map_err(|e| TrainError::Checkpoint {
+        path: model.clone(),
+        message: format!("{e} (was it trained with the same backbone, width and pdim?)"),
+    })?;
+    if let Some((opt, step)) = optimizer {
+        let path = dir.join(OPTIMIZER_FILE);
+        opt.load(&path, step).map_err(|e| TrainError::Checkpoint {
+            path,
+            message: e.to_string(),
+        })?;
+    }
+    Ok(())
+}

@@ -1,0 +1,136 @@
+//! ssl-train end to end on a small real CIFAR-10 subset: the loss falls, resume is exact,
+//! a non-finite loss stops training and keeps the last good checkpoint.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use sslfast::config::{apply_sets, TrainConfig};
+use sslfast::train::{metrics, train, TrainError};
+
+fn config(out: &Path, sets: &[&str]) -> TrainConfig {
+    let base = TrainConfig {
+        data: small_cifar(30, 5),
+        eval_split: String::new(),
+        views: "2x16:0.2-1".into(),
+        batch_size: 60,
+        epochs: 2,
+        backbone: sslfast::config::BackboneKind::Conv4,
+        width: 4,
+        pdim: 32,
+        threads: 2,
+        out: out.to_path_buf(),
+        ..TrainConfig::default()
+    };
+    apply_sets(
+        base,
+        &sets.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+    )
+    .unwrap()
+}
+
+fn step_losses(run: &Path) -> Vec<(u64, f64)> {
+    metrics::read(run)
+        .unwrap()
+        .iter()
+        .filter(|r| r["kind"] == "step")
+        .map(|r| (r["step"].as_u64().unwrap(), r["loss"].as_f64().unwrap()))
+        .collect()
+}
+
+#[test]
+fn resume_gives_the_same_losses_and_weights_as_an_uninterrupted_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let straight = tmp.path().join("straight");
+    train(&config(&straight, &[]), &[], false).unwrap();
+    let split = tmp.path().join("split");
+    train(&config(&split, &["epochs=1"]), &[], false).unwrap();
+    assert_eq!(step_losses(&split).len(), 5, "300 images in batches of 60");
+    train(&config(&split, &["epochs=2"]), &[], true).unwrap();
+    let (a, b) = (step_losses(&straight), step_losses(&split));
+    assert_eq!(a.len(), 10);
+    assert_eq!(
+        a, b,
+        "losses after resume must equal the uninterrupted run's, bit for bit"
+    );
+    let weights = |run: &Path| std::fs::read(run.join("checkpoint/model.safetensors")).unwrap();
+    assert_eq!(weights(&straight), weights(&split));
+}
+
+#[test]
+fn loss_falls_over_a_few_epochs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let summary = train(
+        &config(&run, &["epochs=6", "width=8", "lr=0.003"]),
+        &[],
+        false,
+    )
+    .unwrap();
+    let records = metrics::read(&run).unwrap();
+    let epochs: Vec<f64> = records
+        .iter()
+        .filter(|r| r["kind"] == "epoch")
+        .map(|r| r["loss"].as_f64().unwrap())
+        .collect();
+    assert_eq!(epochs.len(), 6);
+    assert!(epochs[5] < 0.8 * epochs[0], "epoch losses {epochs:?}");
+    assert!(records[0]["kind"] == "start" && records[0]["config"]["width"] == 8);
+    assert!(run.join("config.toml").is_file() && run.join("summary.json").is_file());
+    assert_eq!(summary.steps, 30);
+    let waits: Vec<f64> = records
+        .iter()
+        .filter(|r| r["kind"] == "step")
+        .map(|r| r["data_wait"].as_f64().unwrap())
+        .collect();
+    assert!(waits.iter().all(|w| (0.0..=1.0).contains(w)));
+}
+
+#[test]
+fn non_finite_loss_stops_and_keeps_the_last_good_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    train(&config(&run, &["epochs=1"]), &[], false).unwrap();
+    let before = std::fs::read(run.join("checkpoint/model.safetensors")).unwrap();
+    let err = train(&config(&run, &["epochs=3", "lr=1e30"]), &[], true).unwrap_err();
+    match &err {
+        TrainError::NonFinite { epoch, step, .. } => assert!(*epoch >= 1 && *step >= 5, "{err}"),
+        other => panic!("expected a non-finite loss, got {other}"),
+    }
+    let text = err.to_string();
+    assert!(
+        text.contains("training stopped") && text.contains("checkpoint"),
+        "{text}"
+    );
+    assert_eq!(
+        std::fs::read(run.join("checkpoint/model.safetensors")).unwrap(),
+        before,
+        "the last good checkpoint is untouched"
+    );
+}
+
+#[test]
+fn an_existing_run_is_not_overwritten() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    train(&config(&run, &["epochs=1"]), &[], false).unwrap();
+    let err = train(&config(&run, &["epochs=1"]), &[], false)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("already holds a run") && err.contains("--resume"),
+        "{err}"
+    );
+}
+
+#[test]
+fn cli_names_a_mistyped_key() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ssl-train"))
+        .args(["--set", "bakbone=conv4"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown field `bakbone`"), "{err}");
+}
