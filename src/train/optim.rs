@@ -67,21 +67,22 @@ impl Optimizer {
             let Some(grad) = grads.get(var.as_tensor()) else {
                 continue;
             };
+            // Everything here is detached: a moment that kept its op history would chain every
+            // step's graph to the next and hold all of them in memory.
             let p = var.as_tensor().detach();
+            let grad = grad.detach();
             let g = match self.kind {
-                OptimizerKind::Adam if self.weight_decay > 0.0 => {
-                    (grad + (&p * self.weight_decay)?)?
-                }
-                _ => grad.clone(),
+                OptimizerKind::Adam if self.weight_decay > 0.0 => (grad + (&p * self.weight_decay)?)?,
+                _ => grad,
             };
-            *m = ((&*m * BETA1)? + (&g * (1.0 - BETA1))?)?;
-            *v = ((&*v * BETA2)? + (g.sqr()? * (1.0 - BETA2))?)?;
+            *m = ((&*m * BETA1)? + (&g * (1.0 - BETA1))?)?.detach();
+            *v = ((&*v * BETA2)? + (g.sqr()? * (1.0 - BETA2))?)?.detach();
             let update = ((&*m / c1)? / ((&*v / c2)?.sqrt()? + EPS)?)?;
             let p = match self.kind {
                 OptimizerKind::Adamw => (&p * (1.0 - lr * self.weight_decay))?,
                 OptimizerKind::Adam => p,
             };
-            var.set(&(p - (update * lr)?)?)?;
+            var.set(&(p - (update * lr)?)?.detach())?;
         }
         Ok(())
     }
