@@ -1,42 +1,92 @@
-//! Pooled backbone features (before the projector) with the backbone in inference mode, over
-//! deterministic centre views: the largest centred square of each image, resized to `side`.
+//! Pooled backbone features (before the projector), backbone in inference mode.
+//! - `fast`: one centre view per image (the largest centred square, resized to `side`);
+//! - `paper`: the mean over 16 views, the centre view and 15 views with the pretraining
+//!   augmentations (the reference code's protocol).
+//!
+//! Extracted features are cached next to the checkpoint with a key naming the checkpoint, the
+//! dataset and the settings, so a cache made for anything else is detected and recomputed.
 
-use candle_core::{Device, ModuleT};
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, ModuleT, Tensor};
+use sha2::{Digest, Sha256};
 
 use super::knn::FeatureSet;
+use super::{EvalError, Protocol};
 use crate::config::{AugmentConfig, CachePolicy, LoaderConfig};
 use crate::loader::{Loader, LoaderError, Order};
 use crate::model::Backbone;
 
-/// A loader over `split` that yields one centre view of each image, in storage order.
-pub fn centre_view_loader(
-    data: &std::path::Path,
-    split: &str,
-    side: u32,
-    threads: usize,
+/// Views averaged under the paper protocol besides the centre one.
+pub const PAPER_AUGMENTED_VIEWS: usize = 15;
+const EVAL_BATCH: usize = 256;
+
+/// How features of one split are made.
+#[derive(Debug, Clone)]
+pub struct FeatureSpec {
+    pub data: PathBuf,
+    pub split: String,
+    pub side: u32,
+    pub protocol: Protocol,
+    /// Pretraining augmentations and crop scale for the paper protocol's extra views.
+    pub augment: AugmentConfig,
+    pub scale: (f32, f32),
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+    pub threads: usize,
+    pub seed: u64,
+}
+
+fn loader(
+    spec: &FeatureSpec,
+    views: String,
+    augment: AugmentConfig,
 ) -> Result<Loader, LoaderError> {
     Loader::from_config(&LoaderConfig {
-        data: data.to_path_buf(),
-        split: split.to_string(),
-        views: format!("1x{side}:1-1"),
-        batch_size: 512,
-        threads,
+        data: spec.data.clone(),
+        split: spec.split.clone(),
+        views,
+        batch_size: EVAL_BATCH,
+        threads: spec.threads,
         order: Order::Sequential,
         drop_last: false,
+        seed: spec.seed,
         cache: CachePolicy::Auto,
-        augment: AugmentConfig::centre(),
+        augment,
         ..LoaderConfig::default()
     })
 }
 
-/// Extracts features of every image the loader yields.
+/// A loader over `split` that yields one centre view of each image, in storage order.
+pub fn centre_view_loader(
+    data: &Path,
+    split: &str,
+    side: u32,
+    threads: usize,
+) -> Result<Loader, LoaderError> {
+    let spec = FeatureSpec {
+        data: data.to_path_buf(),
+        split: split.to_string(),
+        side,
+        protocol: Protocol::Fast,
+        augment: AugmentConfig::centre(),
+        scale: (1.0, 1.0),
+        mean: [0.0; 3],
+        std: [1.0; 3],
+        threads,
+        seed: 0,
+    };
+    loader(&spec, format!("1x{side}:1-1"), AugmentConfig::centre())
+}
+
+/// Features of every image the loader yields (centre views).
 pub fn extract(
     backbone: &Backbone,
     loader: &Loader,
     device: &Device,
     mean: [f32; 3],
     std: [f32; 3],
-) -> Result<FeatureSet, Box<dyn std::error::Error + Send + Sync>> {
+) -> Result<FeatureSet, EvalError> {
     let mut set = FeatureSet {
         dim: backbone.feature_dim(),
         data: Vec::new(),
@@ -50,4 +100,127 @@ pub fn extract(
         set.labels.extend(&batch.labels);
     }
     Ok(set)
+}
+
+/// Features as the protocol says (averaged over 16 views for `paper`).
+pub fn features(
+    backbone: &Backbone,
+    spec: &FeatureSpec,
+    device: &Device,
+) -> Result<FeatureSet, EvalError> {
+    let side = spec.side;
+    let centre = loader(spec, format!("1x{side}:1-1"), AugmentConfig::centre())?;
+    let mut set = extract(backbone, &centre, device, spec.mean, spec.std)?;
+    if spec.protocol == Protocol::Fast {
+        return Ok(set);
+    }
+    let views = format!(
+        "{PAPER_AUGMENTED_VIEWS}x{side}:{}-{}",
+        spec.scale.0, spec.scale.1
+    );
+    let augmented = loader(spec, views, spec.augment.clone())?;
+    let dim = set.dim;
+    let mut row = 0;
+    for batch in augmented.epoch(0) {
+        let batch = batch?;
+        let b = batch.len();
+        let x = &batch.to_tensors(device, spec.mean, spec.std)?[0];
+        // [15 * B, F] -> [15, B, F] -> sum over views -> [B, F]
+        let f = backbone
+            .forward_t(x, false)?
+            .reshape((PAPER_AUGMENTED_VIEWS, b, dim))?
+            .sum(0)?;
+        let sums = f.to_device(&Device::Cpu)?.flatten_all()?.to_vec1::<f32>()?;
+        for (dst, add) in set.data[row * dim..(row + b) * dim].iter_mut().zip(sums) {
+            *dst = (*dst + add) / (PAPER_AUGMENTED_VIEWS as f32 + 1.0);
+        }
+        row += b;
+    }
+    Ok(set)
+}
+
+/// The cache key: the checkpoint's weights, the dataset's manifest and every setting.
+pub fn cache_key(weights: &Path, spec: &FeatureSpec) -> Result<String, EvalError> {
+    let mut h = Sha256::new();
+    let read = |p: &Path| {
+        std::fs::read(p).map_err(|source| EvalError::Io {
+            path: p.to_path_buf(),
+            source,
+        })
+    };
+    h.update(read(weights)?);
+    h.update(read(
+        &spec.data.join(crate::shard::manifest::MANIFEST_FILE),
+    )?);
+    h.update(format!(
+        "{}|{}|{:?}|{:?}|{:?}|{:?}|{:?}|{}",
+        spec.split,
+        spec.side,
+        spec.protocol,
+        spec.augment,
+        spec.scale,
+        spec.mean,
+        spec.std,
+        spec.seed
+    ));
+    Ok(hex::encode(h.finalize()))
+}
+
+/// `dir/<protocol>-<split>.safetensors`, with its key in a `.key` file beside it.
+pub fn cache_path(dir: &Path, spec: &FeatureSpec) -> PathBuf {
+    dir.join(format!("{:?}-{}.safetensors", spec.protocol, spec.split).to_lowercase())
+}
+
+/// The cached features if the cache exists and was made with `key`.
+pub fn load_cache(path: &Path, key: &str) -> Option<FeatureSet> {
+    let stored = std::fs::read_to_string(path.with_extension("key")).ok()?;
+    if stored.trim() != key {
+        return None;
+    }
+    let tensors = candle_core::safetensors::load(path, &Device::Cpu).ok()?;
+    let (f, l) = (tensors.get("features")?, tensors.get("labels")?);
+    let dim = f.dim(1).ok()?;
+    Some(FeatureSet {
+        dim,
+        data: f.flatten_all().ok()?.to_vec1().ok()?,
+        labels: l
+            .to_vec1::<i64>()
+            .ok()?
+            .into_iter()
+            .map(|v| v as i32)
+            .collect(),
+    })
+}
+
+/// Writes features and key (temporary names, then rename).
+pub fn save_cache(path: &Path, key: &str, set: &FeatureSet) -> Result<(), EvalError> {
+    let dir = path.parent().expect("cache files live in a directory");
+    std::fs::create_dir_all(dir).map_err(|source| EvalError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let n = set.len();
+    let tensors = std::collections::HashMap::from([
+        (
+            "features".to_string(),
+            Tensor::from_vec(set.data.clone(), (n, set.dim), &Device::Cpu)?,
+        ),
+        (
+            "labels".to_string(),
+            Tensor::from_vec(
+                set.labels.iter().map(|&l| i64::from(l)).collect::<Vec<_>>(),
+                n,
+                &Device::Cpu,
+            )?,
+        ),
+    ]);
+    let tmp = path.with_extension("partial");
+    candle_core::safetensors::save(&tensors, &tmp)?;
+    let io = |p: &Path| {
+        let p = p.to_path_buf();
+        move |source| EvalError::Io { path: p, source }
+    };
+    std::fs::rename(&tmp, path).map_err(io(path))?;
+    let key_path = path.with_extension("key");
+    std::fs::write(&key_path, key).map_err(io(&key_path))
 }

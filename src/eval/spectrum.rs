@@ -54,7 +54,11 @@ pub fn covariance_eigenvalues(features: &FeatureSet) -> Vec<f64> {
             cov[(b, a)] = v;
         }
     }
-    let mut eig: Vec<f64> = cov.symmetric_eigenvalues().iter().map(|v| v.max(0.0)).collect();
+    let mut eig: Vec<f64> = cov
+        .symmetric_eigenvalues()
+        .iter()
+        .map(|v| v.max(0.0))
+        .collect();
     eig.sort_by(|a, b| b.total_cmp(a));
     eig
 }
@@ -66,7 +70,11 @@ pub fn rankme(eigenvalues: &[f64]) -> f64 {
     if total <= 0.0 {
         return 0.0;
     }
-    let entropy: f64 = sigma.iter().map(|s| s / total + 1e-7).map(|p| -p * p.ln()).sum();
+    let entropy: f64 = sigma
+        .iter()
+        .map(|s| s / total + 1e-7)
+        .map(|p| -p * p.ln())
+        .sum();
     entropy.exp()
 }
 
@@ -80,7 +88,10 @@ pub fn power_law_alpha(eigenvalues: &[f64], lo: usize, hi: usize) -> f64 {
         return f64::NAN;
     }
     let n = points.len() as f64;
-    let (mx, my) = (points.iter().map(|p| p.0).sum::<f64>() / n, points.iter().map(|p| p.1).sum::<f64>() / n);
+    let (mx, my) = (
+        points.iter().map(|p| p.0).sum::<f64>() / n,
+        points.iter().map(|p| p.1).sum::<f64>() / n,
+    );
     let sxy: f64 = points.iter().map(|(x, y)| (x - mx) * (y - my)).sum();
     let sxx: f64 = points.iter().map(|(x, _)| (x - mx) * (x - mx)).sum();
     -sxy / sxx
@@ -89,7 +100,10 @@ pub fn power_law_alpha(eigenvalues: &[f64], lo: usize, hi: usize) -> f64 {
 /// All spectrum metrics, α fitted on `[DEFAULT_ALPHA_FROM, F / 2]` unless `range` says otherwise.
 pub fn spectrum(features: &FeatureSet, range: Option<(usize, usize)>) -> Spectrum {
     let eigenvalues = covariance_eigenvalues(features);
-    let alpha_range = range.unwrap_or((DEFAULT_ALPHA_FROM.min(features.dim / 4).max(1), (features.dim / 2).max(2)));
+    let alpha_range = range.unwrap_or((
+        DEFAULT_ALPHA_FROM.min(features.dim / 4).max(1),
+        (features.dim / 2).max(2),
+    ));
     Spectrum {
         rankme: rankme(&eigenvalues),
         alpha: power_law_alpha(&eigenvalues, alpha_range.0, alpha_range.1),
@@ -118,8 +132,15 @@ mod tests {
     #[test]
     fn covariance_eigenvalues_of_known_features() {
         // Rows (±a, 0) and (0, ±b): covariance diag(a²·2/3, b²·2/3) with n = 4, ddof 1.
-        let features = FeatureSet { dim: 2, data: vec![3.0, 0.0, -3.0, 0.0, 0.0, 1.0, 0.0, -1.0], labels: vec![0; 4] };
+        let features = FeatureSet {
+            dim: 2,
+            data: vec![3.0, 0.0, -3.0, 0.0, 0.0, 1.0, 0.0, -1.0],
+            labels: vec![0; 4],
+        };
         let eig = covariance_eigenvalues(&features);
-        assert!((eig[0] - 6.0).abs() < 1e-9 && (eig[1] - 2.0 / 3.0).abs() < 1e-9, "{eig:?}");
+        assert!(
+            (eig[0] - 6.0).abs() < 1e-9 && (eig[1] - 2.0 / 3.0).abs() < 1e-9,
+            "{eig:?}"
+        );
     }
 }

@@ -72,7 +72,9 @@ impl Optimizer {
             let p = var.as_tensor().detach();
             let grad = grad.detach();
             let g = match self.kind {
-                OptimizerKind::Adam if self.weight_decay > 0.0 => (grad + (&p * self.weight_decay)?)?,
+                OptimizerKind::Adam if self.weight_decay > 0.0 => {
+                    (grad + (&p * self.weight_decay)?)?
+                }
                 _ => grad,
             };
             *m = ((&*m * BETA1)? + (&g * (1.0 - BETA1))?)?.detach();

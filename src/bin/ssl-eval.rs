@@ -1,0 +1,94 @@
+//! `ssl-eval`: linear probe, kNN and spectrum metrics of a pretrained backbone.
+//!
+//! ```text
+//! ssl-eval --checkpoint runs/cifar10-cpu --train target/packed/cifar10 --test target/packed/cifar10
+//! ssl-eval --checkpoint random --set backbone=conv4 --set width=16 --train D --test D
+//! ```
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use sslfast::config::{apply_sets, load_train_config, TrainConfig};
+use sslfast::eval::{evaluate, EvalRequest, Protocol};
+
+#[derive(Parser)]
+#[command(
+    name = "ssl-eval",
+    version,
+    about = "Probe a pretrained backbone: linear, kNN, spectrum"
+)]
+struct Cli {
+    /// A run directory written by ssl-train, or `random` for a randomly initialised network.
+    #[arg(long)]
+    checkpoint: String,
+    /// Dataset (written by ssl-pack) whose split trains the probe and fills the kNN bank.
+    #[arg(long)]
+    train: PathBuf,
+    /// Dataset whose split is scored (another dataset than the pretraining one: transfer).
+    #[arg(long)]
+    test: PathBuf,
+    #[arg(long, default_value = "train")]
+    train_split: String,
+    #[arg(long, default_value = "test")]
+    test_split: String,
+    /// `paper`: 16-view averaged features, 200-epoch probe; `fast`: centre view, 20 epochs.
+    #[arg(long, value_enum, default_value_t = Protocol::Fast)]
+    protocol: Protocol,
+    /// Override the probe's epochs.
+    #[arg(long)]
+    probe_epochs: Option<usize>,
+    /// Where eval.json goes [default: the run directory; runs/random-<backbone>-<width> for random].
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Loader threads.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// Override a config field (architecture of `random`, views, mean/std, knn_k...).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("ssl-eval: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let (checkpoint, config) = if cli.checkpoint == "random" {
+        (None, apply_sets(TrainConfig::default(), &cli.sets)?)
+    } else {
+        let run = PathBuf::from(&cli.checkpoint);
+        let path = run.join(sslfast::train::CONFIG_FILE);
+        let config = load_train_config(Some(&path), &cli.sets)
+            .with_context(|| format!("{} is not an ssl-train run", run.display()))?;
+        (Some(run), config)
+    };
+    let out = cli.out.unwrap_or_else(|| match &checkpoint {
+        Some(run) => run.clone(),
+        None => PathBuf::from(
+            format!("runs/random-{:?}-{}", config.backbone, config.width).to_lowercase(),
+        ),
+    });
+    let report = evaluate(&EvalRequest {
+        checkpoint,
+        config,
+        train: cli.train,
+        test: cli.test,
+        train_split: cli.train_split,
+        test_split: cli.test_split,
+        protocol: cli.protocol,
+        probe_epochs: cli.probe_epochs,
+        out: out.clone(),
+        threads: cli.threads,
+    })?;
+    println!("{report}");
+    println!("{:<22} {}", "written", out.join("eval.json").display());
+    Ok(())
+}
