@@ -199,3 +199,92 @@ pub(crate) fn conv_bn(
         Ok(y)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device};
+    use candle_nn::VarMap;
+
+    fn build(backbone: BackboneKind, stem: Stem, side: u32) -> (VarMap, SslModel) {
+        let varmap = VarMap::new();
+        let spec = ModelSpec {
+            backbone,
+            width: 4,
+            stem,
+            pdim: 8,
+            projector_depth: 2,
+        };
+        let model = SslModel::new(
+            &spec,
+            side,
+            VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
+        )
+        .unwrap();
+        (varmap, model)
+    }
+
+    #[test]
+    fn feature_sizes_and_torchvision_names() {
+        let x = |n, s| Tensor::randn(0f32, 1.0, (n, 3, s, s), &Device::Cpu).unwrap();
+        let (vars, r18) = build(BackboneKind::Resnet18, Stem::Auto, 16);
+        assert_eq!(r18.features(&[x(3, 16)], true).unwrap().dims(), &[3, 32]);
+        let names: Vec<String> = vars.data().lock().unwrap().keys().cloned().collect();
+        for name in [
+            "backbone.conv1.weight",
+            "backbone.layer1.0.conv1.weight",
+            "backbone.layer2.0.downsample.0.weight",
+            "backbone.layer4.1.bn2.running_var",
+        ] {
+            assert!(names.iter().any(|n| n == name), "{name} missing");
+        }
+        let (_, r50) = build(BackboneKind::Resnet50, Stem::Imagenet, 64);
+        assert_eq!(r50.features(&[x(2, 64)], false).unwrap().dims(), &[2, 128]);
+        let (_, c4) = build(BackboneKind::Conv4, Stem::Auto, 16);
+        // Two resolution groups share the backbone; the projector sees all rows at once.
+        assert_eq!(
+            c4.embed(&[x(4, 16), x(6, 8)], true).unwrap().dims(),
+            &[10, 8]
+        );
+    }
+
+    #[test]
+    fn training_mode_updates_batchnorm_running_stats() {
+        let (vars, model) = build(BackboneKind::Conv4, Stem::Auto, 8);
+        let get = || {
+            vars.data().lock().unwrap()["backbone.layers.0.bn.running_mean"]
+                .as_tensor()
+                .to_vec1::<f32>()
+                .unwrap()
+        };
+        let before = get();
+        let x = (Tensor::randn(0f32, 1.0, (4, 3, 8, 8), &Device::Cpu).unwrap() + 3.0).unwrap();
+        model.features(&[x.clone()], false).unwrap();
+        assert_eq!(get(), before, "inference leaves running stats alone");
+        model.features(&[x], true).unwrap();
+        assert_ne!(get(), before);
+    }
+
+    #[test]
+    fn seeded_init_is_repeatable() {
+        let weights = |seed| {
+            let (vars, _) = build(BackboneKind::Conv4, Stem::Auto, 8);
+            init_seeded(&vars, seed).unwrap();
+            let w = vars.data().lock().unwrap()["backbone.layers.1.conv.weight"]
+                .as_tensor()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            w
+        };
+        assert_eq!(weights(1), weights(1));
+        assert_ne!(weights(1), weights(2));
+        let w = weights(3);
+        let std = (w.iter().map(|v| v * v).sum::<f32>() / w.len() as f32).sqrt();
+        assert!(
+            (std - (2.0f32 / 36.0).sqrt()).abs() < 0.05,
+            "Kaiming std for fan-in 36: {std}"
+        );
+    }
+}

@@ -174,6 +174,9 @@ pub fn cifar10_test_raw() -> PathBuf {
 /// A small CIFAR-10 with both splits (`train_per_class` and `test_per_class` real images per
 /// class), packed raw: fast enough to train on in tests.
 pub fn small_cifar(train_per_class: usize, test_per_class: usize) -> PathBuf {
+    // Tests of one binary run in parallel threads: one of them builds the source folder.
+    static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = BUILDING.lock().unwrap_or_else(|e| e.into_inner());
     let name = format!("cifar10-small-{train_per_class}-{test_per_class}");
     let src = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("target/data")
