@@ -110,6 +110,7 @@ impl Dataset {
             .map(|&(w, h)| u64::from(w) * u64::from(h) * 3)
             .sum();
         if cache == CachePolicy::Decoded || (cache == CachePolicy::Auto && decoded <= budget) {
+            verify_checksums(reader, &info)?;
             ds.decode_all()?;
         }
         Ok(ds)
@@ -225,4 +226,25 @@ impl Dataset {
         times.decode += start.elapsed();
         Ok((&cache.buf, u32::from(w), u32::from(h)))
     }
+}
+
+/// Checks every shard of a split against its manifest checksum, in parallel. Done when the
+/// whole split is read anyway (decoded mode) so a corrupt shard is never trained on silently;
+/// streamed datasets rely on `ssl-pack verify`, since checking would mean reading them twice.
+fn verify_checksums(
+    reader: &ShardReader,
+    info: &crate::shard::SplitInfo,
+) -> Result<(), LoaderError> {
+    info.shards.par_iter().try_for_each(|shard| {
+        let path = crate::shard::manifest::shard_path(reader.dir(), shard);
+        let found = crate::shard::manifest::sha256_file(&path)?;
+        if found != shard.sha256 {
+            return Err(LoaderError::Shard(crate::shard::ShardError::Checksum {
+                file: path,
+                expected: shard.sha256.clone(),
+                found,
+            }));
+        }
+        Ok(())
+    })
 }
