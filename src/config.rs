@@ -484,6 +484,17 @@ impl TrainConfig {
         }
     }
 
+    /// The architecture this config names.
+    pub fn model_spec(&self) -> crate::model::ModelSpec {
+        crate::model::ModelSpec {
+            backbone: self.backbone,
+            width: self.width,
+            stem: self.stem,
+            pdim: self.pdim,
+            projector_depth: self.projector_depth,
+        }
+    }
+
     /// λ for Barlow Twins: the configured one or 1/pdim.
     pub fn lambda(&self) -> f64 {
         self.lambda.unwrap_or(1.0 / self.pdim as f64)

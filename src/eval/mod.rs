@@ -11,13 +11,12 @@ pub mod spectrum;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use candle_core::{DType, Device};
-use candle_nn::{VarBuilder, VarMap};
+use candle_core::Device;
 use serde::{Deserialize, Serialize};
 
 use crate::config::TrainConfig;
 use crate::loader::{LoaderError, ViewSpec};
-use crate::model::{ModelSpec, SslModel};
+use crate::model::SslModel;
 use features::FeatureSpec;
 use knn::{knn_top1, FeatureSet};
 use probe::{linear_probe, ProbeConfig};
@@ -132,20 +131,7 @@ fn model(
     side: u32,
     device: &Device,
 ) -> Result<SslModel, EvalError> {
-    let varmap = VarMap::new();
-    let spec = ModelSpec {
-        backbone: cfg.backbone,
-        width: cfg.width,
-        stem: cfg.stem,
-        pdim: cfg.pdim,
-        projector_depth: cfg.projector_depth,
-    };
-    let model = SslModel::new(
-        &spec,
-        side,
-        VarBuilder::from_varmap(&varmap, DType::F32, device),
-    )?;
-    crate::model::init_seeded(&varmap, cfg.seed)?;
+    let (varmap, model) = SslModel::seeded(&cfg.model_spec(), side, cfg.seed, device)?;
     if let Some(run) = checkpoint {
         let mut varmap = varmap;
         crate::train::checkpoint::load_weights(run, &mut varmap, None)

@@ -127,6 +127,24 @@ impl SslModel {
         })
     }
 
+    /// Builds the model on `device` with weights drawn from `seed` (see [`init_seeded`]), and
+    /// the VarMap that holds them.
+    pub fn seeded(
+        spec: &ModelSpec,
+        side: u32,
+        seed: u64,
+        device: &candle_core::Device,
+    ) -> Result<(candle_nn::VarMap, Self)> {
+        let varmap = candle_nn::VarMap::new();
+        let model = Self::new(
+            spec,
+            side,
+            VarBuilder::from_varmap(&varmap, candle_core::DType::F32, device),
+        )?;
+        init_seeded(&varmap, seed)?;
+        Ok((varmap, model))
+    }
+
     /// Pooled features of every group, concatenated in view order: `[K * B, F]`.
     pub fn features(&self, groups: &[Tensor], train: bool) -> Result<Tensor> {
         let feats = groups
@@ -259,7 +277,7 @@ mod tests {
         };
         let before = get();
         let x = (Tensor::randn(0f32, 1.0, (4, 3, 8, 8), &Device::Cpu).unwrap() + 3.0).unwrap();
-        model.features(&[x.clone()], false).unwrap();
+        model.features(std::slice::from_ref(&x), false).unwrap();
         assert_eq!(get(), before, "inference leaves running stats alone");
         model.features(&[x], true).unwrap();
         assert_ne!(get(), before);

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use candle_core::{DType, Device};
-use candle_nn::{VarBuilder, VarMap};
+use candle_nn::VarMap;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
@@ -21,7 +21,7 @@ use crate::eval::features::{centre_view_loader, extract};
 use crate::eval::knn::knn_top1;
 use crate::loader::{Cursor, Loader, LoaderError};
 use crate::loss::{barlow_twins, vicreg, LossKind, LossParts};
-use crate::model::{ModelSpec, SslModel};
+use crate::model::SslModel;
 use crate::pack::PackError;
 use checkpoint::TrainState;
 use metrics::Metrics;
@@ -148,20 +148,7 @@ fn setup(cfg: &TrainConfig) -> Result<Setup, TrainError> {
         .max()
         .unwrap_or(32);
     let device = device(&cfg.device)?;
-    let varmap = VarMap::new();
-    let spec = ModelSpec {
-        backbone: cfg.backbone,
-        width: cfg.width,
-        stem: cfg.stem,
-        pdim: cfg.pdim,
-        projector_depth: cfg.projector_depth,
-    };
-    let model = SslModel::new(
-        &spec,
-        side,
-        VarBuilder::from_varmap(&varmap, DType::F32, &device),
-    )?;
-    crate::model::init_seeded(&varmap, cfg.seed)?;
+    let (varmap, model) = SslModel::seeded(&cfg.model_spec(), side, cfg.seed, &device)?;
     Ok(Setup {
         loader,
         device,
