@@ -9,8 +9,9 @@ if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv"
     "$venv/bin/pip" install --quiet nvidia-cuda-nvcc nvidia-nvvm nvidia-cuda-crt nvidia-cuda-runtime nvidia-cuda-cccl
 fi
-cuda=$("$venv/bin/python" -c 'import nvidia, os; print(os.path.join(nvidia.__path__[0], "cu13"))')
+cuda=$("$venv/bin/python" -c 'import nvidia, os; print(os.path.join(list(nvidia.__path__)[0], "cu13"))')
 [ -d "$cuda" ] || cuda=$(dirname "$(dirname "$(find "$venv" -name nvcc -type f | head -n 1)")")
-export CUDA_ROOT="$cuda" CUDA_PATH="$cuda" PATH="$cuda/bin:$PATH" CUDA_COMPUTE_CAP=90
+# cudarc 0.19 knows CUDA up to 13.4; its bindings for 13.4 work with the newer wheels (13.5).
+export CUDA_ROOT="$cuda" CUDA_PATH="$cuda" PATH="$cuda/bin:$PATH" CUDA_COMPUTE_CAP=90 CUDARC_CUDA_VERSION=13040
 echo "check-cuda: nvcc $(nvcc --version | tail -n 1) from $cuda"
 cargo check --release --features cuda --bins

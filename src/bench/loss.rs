@@ -42,21 +42,33 @@ fn time(
     Ok(start.elapsed().as_secs_f64() * 1e3 / reps as f64)
 }
 
-/// Times both forms for every (k, pdim); `reps` repetitions after one warm-up each.
+/// The naive form keeps about two D×D matrices per ordered pair for the backward pass.
+pub fn naive_bytes(k: usize, pdim: usize) -> u64 {
+    (k * (k - 1)) as u64 * 2 * (pdim * pdim) as u64 * 4
+}
+
+/// Times both forms for every (k, pdim); `reps` repetitions after one warm-up each. The naive
+/// form is skipped (`naive_ms` NaN) where it would need more than `memory_budget` bytes.
 pub fn bench_loss(
     kind: LossKind,
     ks: &[usize],
     batch: usize,
     pdims: &[usize],
     reps: usize,
+    memory_budget: u64,
+    mut report: impl FnMut(&LossTiming),
 ) -> candle_core::Result<Vec<LossTiming>> {
     let mut out = Vec::new();
     for &pdim in pdims {
         for &k in ks {
             let z = Var::from_tensor(&Tensor::randn(0f32, 1.0, (k * batch, pdim), &Device::Cpu)?)?;
             let efficient_ms = time(&z, k, kind, LossForm::Efficient, reps)?;
-            let naive_ms = time(&z, k, kind, LossForm::Naive, reps)?;
-            out.push(LossTiming {
+            let naive_ms = if naive_bytes(k, pdim) <= memory_budget {
+                time(&z, k, kind, LossForm::Naive, reps)?
+            } else {
+                f64::NAN
+            };
+            let row = LossTiming {
                 loss: kind,
                 k,
                 batch,
@@ -64,7 +76,9 @@ pub fn bench_loss(
                 efficient_ms,
                 naive_ms,
                 speedup: naive_ms / efficient_ms,
-            });
+            };
+            report(&row);
+            out.push(row);
         }
     }
     Ok(out)

@@ -51,6 +51,9 @@ enum Command {
         loss: sslfast::loss::LossKind,
         #[arg(long, default_value_t = 3)]
         reps: usize,
+        /// Skip the naive form where it would hold more than this many GB for backward.
+        #[arg(long, default_value_t = 8.0)]
+        max_gb: f64,
         #[arg(long)]
         json: Option<PathBuf>,
     },
@@ -123,19 +126,33 @@ fn run(cli: Cli) -> Result<()> {
             pdim,
             loss,
             reps,
+            max_gb,
             json,
         } => {
-            let rows = sslfast::bench::loss::bench_loss(loss, &k, batch, &pdim, reps)?;
             println!(
                 "{:>4} {:>6} {:>6} {:>14} {:>10} {:>8}",
                 "K", "batch", "pdim", "efficient_ms", "naive_ms", "speedup"
             );
-            for r in &rows {
-                println!(
-                    "{:>4} {:>6} {:>6} {:>14.2} {:>10.2} {:>7.2}x",
-                    r.k, r.batch, r.pdim, r.efficient_ms, r.naive_ms, r.speedup
-                );
-            }
+            let budget = (max_gb * 1e9) as u64;
+            let rows = sslfast::bench::loss::bench_loss(
+                loss,
+                &k,
+                batch,
+                &pdim,
+                reps,
+                budget,
+                |r| {
+                    if r.naive_ms.is_nan() {
+                        let gb = sslfast::bench::loss::naive_bytes(r.k, r.pdim) as f64 / 1e9;
+                        println!("{:>4} {:>6} {:>6} {:>14.2}   naive skipped: needs ~{gb:.0} GB (--max-gb {max_gb})", r.k, r.batch, r.pdim, r.efficient_ms);
+                    } else {
+                        println!(
+                            "{:>4} {:>6} {:>6} {:>14.2} {:>10.2} {:>7.2}x",
+                            r.k, r.batch, r.pdim, r.efficient_ms, r.naive_ms, r.speedup
+                        );
+                    }
+                },
+            )?;
             if let Some(path) = json {
                 std::fs::write(&path, serde_json::to_string_pretty(&rows)?)?;
             }

@@ -41,8 +41,8 @@ fn pair_terms(a: &Tensor, b: &Tensor) -> Result<(Tensor, Tensor)> {
     let n = a.dim(0)? as f64;
     let c = (a.t()?.matmul(b)? / n)?;
     let diag = (a * b)?.mean(0)?;
-    let on = (diag - 1.0)?.sqr()?.sum_all()?;
-    Ok((on, off_diagonal_sq_sum(&c)?))
+    let on = (&diag - 1.0)?.sqr()?.sum_all()?;
+    Ok((on, off_diagonal_sq_sum(&c, &diag)?))
 }
 
 /// Barlow Twins loss of `z: [K * B, D]` with redundancy weight `lambda`.
@@ -80,7 +80,8 @@ fn efficient(zs: &[Tensor], lambda: f64) -> Result<LossParts> {
     let on = (stacked.broadcast_mul(&zbar.unsqueeze(0)?)?.mean(1)? - 1.0)?
         .sqr()?
         .sum_all()?;
-    let off = off_diagonal_sq_sum(&(zbar.t()?.matmul(&zbar)? / n)?)?;
+    let auto = (zbar.t()?.matmul(&zbar)? / n)?;
+    let off = off_diagonal_sq_sum(&auto, &zbar.sqr()?.mean(0)?)?;
     finish((on / k)?, off, lambda)
 }
 
