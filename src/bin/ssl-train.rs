@@ -62,11 +62,14 @@ fn run(cli: Cli) -> Result<()> {
         (None, Some(run)) => Some(run.join(sslfast::train::CONFIG_FILE)),
         (None, None) => None,
     };
-    let cfg = match &base {
+    let mut cfg = match &base {
         Some(path) => load_train_config(Some(path), &sets)?,
         None if sets.is_empty() => TrainConfig::builtin(),
         None => sslfast::config::apply_sets(TrainConfig::builtin(), &sets)?,
     };
+    if base.is_none() && !sets.iter().any(|s| s.starts_with("out=")) {
+        cfg.out = fresh_run_dir(&cfg.out);
+    }
     let summary =
         sslfast::train::train(&cfg, &command, cli.resume.is_some()).context("training failed")?;
     println!(
@@ -87,6 +90,18 @@ fn run(cli: Cli) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// `dir`, or `dir-2`, `dir-3`, ... whichever does not exist yet: running the built-in default
+/// again starts a new run instead of refusing to touch the previous one.
+fn fresh_run_dir(dir: &std::path::Path) -> PathBuf {
+    let mut candidate = dir.to_path_buf();
+    let mut n = 1;
+    while candidate.exists() {
+        n += 1;
+        candidate = PathBuf::from(format!("{}-{n}", dir.display()));
+    }
+    candidate
 }
 
 /// A path as a TOML string literal.
