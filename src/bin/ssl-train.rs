@@ -62,9 +62,12 @@ fn run(cli: Cli) -> Result<()> {
         (None, Some(run)) => Some(run.join(sslfast::train::CONFIG_FILE)),
         (None, None) => None,
     };
+    // Without a config file, the built-in shapes run is the base unless a dataset is named;
+    // then the defaults are the paper's (ResNet-18, pdim 256, Adam 1e-3).
+    let names_data = sets.iter().any(|s| s.starts_with("data="));
     let mut cfg = match &base {
         Some(path) => load_train_config(Some(path), &sets)?,
-        None if sets.is_empty() => TrainConfig::builtin(),
+        None if names_data => sslfast::config::apply_sets(TrainConfig::default(), &sets)?,
         None => sslfast::config::apply_sets(TrainConfig::builtin(), &sets)?,
     };
     if base.is_none() && !sets.iter().any(|s| s.starts_with("out=")) {
