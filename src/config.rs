@@ -484,6 +484,15 @@ impl TrainConfig {
         }
     }
 
+    /// Loader worker threads: `threads`, or every core when it is 0.
+    pub fn loader_threads(&self) -> usize {
+        if self.threads == 0 {
+            LoaderConfig::default().threads
+        } else {
+            self.threads
+        }
+    }
+
     /// The architecture this config names.
     pub fn model_spec(&self) -> crate::model::ModelSpec {
         crate::model::ModelSpec {

@@ -122,11 +122,7 @@ struct Setup {
 
 fn setup(cfg: &TrainConfig) -> Result<Setup, TrainError> {
     let data = resolve_data(cfg)?;
-    let threads = if cfg.threads == 0 {
-        LoaderConfig::default().threads
-    } else {
-        cfg.threads
-    };
+    let threads = cfg.loader_threads();
     let loader = Loader::from_config(&LoaderConfig {
         data: data.clone(),
         split: cfg.split.clone(),
@@ -195,11 +191,7 @@ impl Monitor {
         if !labelled {
             return Ok(None);
         }
-        let threads = if cfg.threads == 0 {
-            LoaderConfig::default().threads
-        } else {
-            cfg.threads
-        };
+        let threads = cfg.loader_threads();
         Ok(Some(Self {
             bank: centre_view_loader(data, &cfg.split, side, threads)?,
             queries: centre_view_loader(data, &cfg.eval_split, side, threads)?,
