@@ -3,6 +3,8 @@
 //! resolution group is one forward pass, and their features are concatenated in view order
 //! before the projector, whose BatchNorm then sees all K·B rows.
 
+pub mod batch_norm;
+pub mod conv2d;
 pub mod conv4;
 pub mod projector;
 pub mod resnet;
@@ -202,7 +204,23 @@ fn is_linear_bias(vars: &std::collections::HashMap<String, candle_core::Var>, na
         .is_some_and(|w| w.rank() >= 2)
 }
 
-/// Conv, BatchNorm (training mode updates running stats), ReLU.
+thread_local! {
+    static CANDLE_OPS_ONLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Makes models run on this thread use candle's own conv and BatchNorm even on the CPU: the
+/// reference that our ops are tested and benchmarked against. Thread-local, so parallel tests
+/// cannot switch each other's models.
+pub fn use_candle_ops(on: bool) {
+    CANDLE_OPS_ONLY.with(|c| c.set(on));
+}
+
+fn candle_ops_only() -> bool {
+    CANDLE_OPS_ONLY.with(|c| c.get())
+}
+
+/// Conv, BatchNorm (training mode updates running stats), ReLU: on the CPU our im2col/GEMM
+/// conv and fused BatchNorm(+ReLU) ops, elsewhere candle's.
 pub(crate) fn conv_bn(
     conv: &candle_nn::Conv2d,
     bn: &candle_nn::BatchNorm,
@@ -210,12 +228,13 @@ pub(crate) fn conv_bn(
     train: bool,
     relu: bool,
 ) -> Result<Tensor> {
-    let y = bn.forward_t(&conv.forward(x)?, train)?;
-    if relu {
-        y.relu()
-    } else {
-        Ok(y)
+    if candle_ops_only() {
+        let y = bn.forward_t(&conv.forward(x)?, train)?;
+        return if relu { y.relu() } else { Ok(y) };
     }
+    let cfg = conv.config();
+    let y = conv2d::conv2d(x, conv.weight(), cfg.stride, cfg.padding)?;
+    batch_norm::batch_norm(bn, &y, train, relu)
 }
 
 #[cfg(test)]
@@ -304,5 +323,69 @@ mod tests {
             (std - (2.0f32 / 36.0).sqrt()).abs() < 0.05,
             "Kaiming std for fan-in 36: {std}"
         );
+    }
+
+    /// Loss, every gradient and the updated running statistics of one step.
+    fn step(backbone: BackboneKind, candle_ops: bool) -> (f32, Vec<(String, Tensor)>) {
+        use_candle_ops(candle_ops);
+        let spec = ModelSpec {
+            backbone,
+            width: 4,
+            stem: Stem::Cifar,
+            pdim: 16,
+            projector_depth: 2,
+        };
+        let (vars, model) = SslModel::seeded(&spec, 16, 3, &Device::Cpu).unwrap();
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        let x: Vec<f32> = (0..2 * 6 * 3 * 16 * 16)
+            .map(|_| rng.random::<f32>())
+            .collect();
+        let x = Tensor::from_vec(x, (12, 3, 16, 16), &Device::Cpu).unwrap();
+        let z = model.embed(&[x], true).unwrap();
+        let loss =
+            crate::loss::barlow_twins::loss(&z, 2, 1.0 / 16.0, crate::loss::LossForm::Efficient)
+                .unwrap()
+                .total;
+        let grads = loss.backward().unwrap();
+        use_candle_ops(false);
+        let data = vars.data().lock().unwrap();
+        let mut out: Vec<(String, Tensor)> = data
+            .iter()
+            .map(|(name, var)| match grads.get(var.as_tensor()) {
+                Some(g) => (format!("grad {name}"), g.clone()),
+                None => (name.clone(), var.as_tensor().clone()),
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        (loss.to_scalar::<f32>().unwrap(), out)
+    }
+
+    #[test]
+    fn a_whole_step_matches_plain_candle() {
+        for backbone in [BackboneKind::Conv4, BackboneKind::Resnet18] {
+            let (ours_loss, ours) = step(backbone, false);
+            let (plain_loss, plain) = step(backbone, true);
+            assert!(
+                (ours_loss - plain_loss).abs() < 1e-4 * plain_loss.abs(),
+                "{backbone:?}: loss {ours_loss} vs {plain_loss}"
+            );
+            assert_eq!(ours.len(), plain.len());
+            for ((name, a), (_, b)) in ours.iter().zip(&plain) {
+                let scale = b
+                    .abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap();
+                let diff = (a - b).unwrap().abs().unwrap().max_all().unwrap();
+                let diff = diff.to_scalar::<f32>().unwrap();
+                assert!(
+                    diff <= 1e-3 * scale.max(1e-3),
+                    "{backbone:?} {name}: differs by {diff} (scale {scale})"
+                );
+            }
+        }
     }
 }

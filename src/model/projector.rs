@@ -33,7 +33,12 @@ impl ModuleT for Projector {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let mut y = x.clone();
         for (lin, bn) in &self.hidden {
-            y = bn.forward_t(&lin.forward(&y)?, train)?.relu()?;
+            let h = lin.forward(&y)?;
+            y = if super::candle_ops_only() {
+                bn.forward_t(&h, train)?.relu()?
+            } else {
+                super::batch_norm::batch_norm(bn, &h, train, true)?
+            };
         }
         self.out.forward(&y)
     }

@@ -1,0 +1,352 @@
+//! Training-mode BatchNorm (optionally followed by ReLU) for f32 on the CPU as one candle custom
+//! op with a closed-form backward. Over the `M = N·H·W` values of each channel:
+//!
+//! - forward:  `x̂ = (x − μ) / sqrt(σ² + ε)`, `y = γ x̂ + β` (then `max(y, 0)`)
+//! - backward: `g = dy · [y > 0]`, `dβ = Σ g`, `dγ = Σ g x̂`,
+//!   `dx = γ / sqrt(σ² + ε) · (g − dβ / M − x̂ · dγ / M)`
+//!
+//! candle's own BatchNorm builds this from a dozen tensor ops, each a full-size temporary with
+//! its own backward node; here the forward is two passes and the backward two more. Running
+//! statistics are updated as candle does (momentum, unbiased variance). Inference mode, other
+//! devices and dtypes use candle's layer (see [`batch_norm`]).
+
+use std::sync::{Arc, Mutex};
+
+use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, Var};
+use candle_nn::ModuleT;
+use rayon::prelude::*;
+
+/// `bn(x)` then, if `relu`, `max(·, 0)`; `x` is `[N, C]` or `[N, C, H, W]`. In training mode
+/// the running statistics of `bn` are updated.
+pub fn batch_norm(
+    bn: &candle_nn::BatchNorm,
+    x: &Tensor,
+    train: bool,
+    relu: bool,
+) -> Result<Tensor> {
+    let fused = train && x.device().is_cpu() && x.dtype() == DType::F32 && x.rank() >= 2;
+    let Some((gamma, beta)) = bn.weight_and_bias().filter(|_| fused) else {
+        let y = bn.forward_t(x, train)?;
+        return if relu { y.relu() } else { Ok(y) };
+    };
+    let saved = Arc::new(Mutex::new(Stats::default()));
+    let op = BatchNormTrain {
+        eps: bn.eps() as f32,
+        relu,
+        stats: saved.clone(),
+    };
+    let y = x.contiguous()?.apply_op3(gamma, beta, op)?;
+    let stats = saved.lock().expect("batch-norm stats").clone();
+    update_running(bn, &stats)?;
+    Ok(y)
+}
+
+/// What the forward pass leaves for the backward pass and the running statistics.
+#[derive(Debug, Clone, Default)]
+struct Stats {
+    mean: Vec<f32>,
+    /// Biased variance, as the normalisation uses.
+    var: Vec<f32>,
+    inv_std: Vec<f32>,
+    gamma: Vec<f32>,
+    /// Values per channel, `N·H·W`.
+    count: usize,
+}
+
+fn update_running(bn: &candle_nn::BatchNorm, stats: &Stats) -> Result<()> {
+    let m = bn.momentum();
+    let unbias = stats.count as f64 / (stats.count as f64 - 1.0).max(1.0);
+    let blend = |running: &Tensor, batch: &[f32], scale: f64| -> Result<()> {
+        let batch = Tensor::from_slice(batch, batch.len(), running.device())?;
+        let new = ((running * (1.0 - m))? + (batch * (m * scale))?)?;
+        Var::from_tensor(running)?.set(&new)
+    };
+    blend(bn.running_mean(), &stats.mean, 1.0)?;
+    blend(bn.running_var(), &stats.var, unbias)
+}
+
+/// `(channels, values per channel within one sample)` of an `[N, C, ...]` layout.
+fn planes(l: &Layout) -> Result<(usize, usize, usize)> {
+    let dims = l.dims();
+    if dims.len() < 2 {
+        candle_core::bail!("batch-norm: input must be [N, C, ...], is {dims:?}");
+    }
+    Ok((dims[0], dims[1], dims[2..].iter().product()))
+}
+
+fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&s.as_slice::<f32>()?[a..b]),
+        None => candle_core::bail!("batch-norm: expects contiguous inputs"),
+    }
+}
+
+/// Per channel, `f` summed over the `N` planes of `hw` values that belong to it.
+fn per_channel(
+    (n, c, hw): (usize, usize, usize),
+    f: impl Fn(usize, std::ops::Range<usize>) -> (f32, f32) + Sync,
+) -> Vec<(f64, f64)> {
+    (0..c)
+        .into_par_iter()
+        .map(|ch| {
+            (0..n).fold((0f64, 0f64), |(a, b), s| {
+                let (da, db) = f(ch, (s * c + ch) * hw..(s * c + ch + 1) * hw);
+                (a + f64::from(da), b + f64::from(db))
+            })
+        })
+        .collect()
+}
+
+struct BatchNormTrain {
+    eps: f32,
+    relu: bool,
+    stats: Arc<Mutex<Stats>>,
+}
+
+impl CustomOp3 for BatchNormTrain {
+    fn name(&self) -> &'static str {
+        "sslfast-batch-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        gs: &CpuStorage,
+        gl: &Layout,
+        bs: &CpuStorage,
+        bl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let dims = planes(xl)?;
+        let (n, c, hw) = dims;
+        let (x, gamma, beta) = (slice(xs, xl)?, slice(gs, gl)?, slice(bs, bl)?);
+        if gamma.len() != c || beta.len() != c {
+            candle_core::bail!("batch-norm: {c} channels but {} weights", gamma.len());
+        }
+        let count = n * hw;
+        let sums = per_channel(dims, |_, r| (x[r].iter().sum(), 0.0));
+        let mean: Vec<f32> = sums.iter().map(|s| (s.0 / count as f64) as f32).collect();
+        let sq = per_channel(dims, |ch, r| {
+            let m = mean[ch];
+            (x[r].iter().map(|v| (v - m) * (v - m)).sum(), 0.0)
+        });
+        let var: Vec<f32> = sq.iter().map(|s| (s.0 / count as f64) as f32).collect();
+        let inv_std: Vec<f32> = var.iter().map(|v| 1.0 / (v + self.eps).sqrt()).collect();
+        let mut y = vec![0f32; x.len()];
+        y.par_chunks_mut(c * hw)
+            .zip(x.par_chunks(c * hw))
+            .for_each(|(y, x)| {
+                for ch in 0..c {
+                    let a = gamma[ch] * inv_std[ch];
+                    let b = beta[ch] - mean[ch] * a;
+                    let (y, x) = (&mut y[ch * hw..][..hw], &x[ch * hw..][..hw]);
+                    for (y, x) in y.iter_mut().zip(x) {
+                        let v = x * a + b;
+                        *y = if self.relu { v.max(0.0) } else { v };
+                    }
+                }
+            });
+        *self.stats.lock().expect("batch-norm stats") = Stats {
+            mean,
+            var,
+            inv_std,
+            gamma: gamma.to_vec(),
+            count,
+        };
+        Ok((CpuStorage::F32(y), xl.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        _gamma: &Tensor,
+        _beta: &Tensor,
+        y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let back = BatchNormBackward {
+            relu: self.relu,
+            stats: self.stats.lock().expect("batch-norm stats").clone(),
+        };
+        let packed = x.apply_op3_no_bwd(y, &dy.contiguous()?, &back)?;
+        let (len, c) = (x.elem_count(), back.stats.mean.len());
+        Ok((
+            Some(packed.narrow(0, 0, len)?.reshape(x.shape())?),
+            Some(packed.narrow(0, len, c)?),
+            Some(packed.narrow(0, len + c, c)?),
+        ))
+    }
+}
+
+/// `(x, y, dy)` to `[dx, dγ, dβ]` flattened and concatenated.
+struct BatchNormBackward {
+    relu: bool,
+    stats: Stats,
+}
+
+impl CustomOp3 for BatchNormBackward {
+    fn name(&self) -> &'static str {
+        "sslfast-batch-norm-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ys: &CpuStorage,
+        yl: &Layout,
+        ds: &CpuStorage,
+        dl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let dims = planes(xl)?;
+        let (_, c, hw) = dims;
+        let (x, y, dy) = (slice(xs, xl)?, slice(ys, yl)?, slice(ds, dl)?);
+        let Stats {
+            mean,
+            inv_std,
+            gamma,
+            count,
+            ..
+        } = &self.stats;
+        let relu = self.relu;
+        let g = |y: f32, dy: f32| if relu && y <= 0.0 { 0.0 } else { dy };
+        // Per channel: dβ = Σ g and dγ = Σ g x̂.
+        let sums = per_channel(dims, |ch, r| {
+            let (m, s) = (mean[ch], inv_std[ch]);
+            r.map(|i| {
+                let gi = g(y[i], dy[i]);
+                (gi, gi * (x[i] - m) * s)
+            })
+            .fold((0.0, 0.0), |(a, b), (da, db)| (a + da, b + db))
+        });
+        let mut out = vec![0f32; x.len() + 2 * c];
+        let (dx, rest) = out.split_at_mut(x.len());
+        let m = *count as f64;
+        dx.par_chunks_mut(c * hw)
+            .zip(x.par_chunks(c * hw).zip(y.par_chunks(c * hw)))
+            .zip(dy.par_chunks(c * hw))
+            .for_each(|((dx, (x, y)), dy)| {
+                for ch in 0..c {
+                    let k = gamma[ch] * inv_std[ch];
+                    let (gm, gxm) = ((sums[ch].0 / m) as f32, (sums[ch].1 / m) as f32);
+                    let (mu, s) = (mean[ch], inv_std[ch]);
+                    let r = ch * hw..(ch + 1) * hw;
+                    let dx = &mut dx[r.clone()];
+                    for (((dx, &x), &y), &dy) in dx
+                        .iter_mut()
+                        .zip(&x[r.clone()])
+                        .zip(&y[r.clone()])
+                        .zip(&dy[r.clone()])
+                    {
+                        *dx = k * (g(y, dy) - gm - (x - mu) * s * gxm);
+                    }
+                }
+            });
+        for (ch, (db, dg)) in sums.iter().enumerate() {
+            rest[ch] = *dg as f32;
+            rest[c + ch] = *db as f32;
+        }
+        let len = out.len();
+        Ok((CpuStorage::F32(out), Shape::from(len)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Module};
+    use candle_nn::{VarBuilder, VarMap};
+
+    fn randn(shape: &[usize], seed: u64) -> Tensor {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let n = shape.iter().product();
+        let v: Vec<f32> = (0..n).map(|_| rng.random::<f32>() * 4.0 - 1.0).collect();
+        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        let d = (a - b).unwrap().abs().unwrap().flatten_all().unwrap();
+        d.max(0).unwrap().to_scalar::<f32>().unwrap()
+    }
+
+    /// A BatchNorm with non-trivial γ, β, fresh running statistics.
+    fn layer(c: usize) -> (VarMap, candle_nn::BatchNorm) {
+        let vars = VarMap::new();
+        let vb = VarBuilder::from_varmap(&vars, DType::F32, &Device::Cpu);
+        let bn = candle_nn::batch_norm(c, 1e-5, vb).unwrap();
+        for (name, seed) in [("weight", 7), ("bias", 8)] {
+            let v = &vars.data().lock().unwrap()[name];
+            v.set(&randn(&[c], seed)).unwrap();
+        }
+        (vars, bn)
+    }
+
+    #[test]
+    fn matches_candle_forward_backward_and_running_stats() {
+        for (shape, relu) in [
+            (vec![4, 3, 5, 5], true),
+            (vec![1, 2, 3, 7], false),
+            (vec![16, 6], true),
+            (vec![7, 5], false),
+        ] {
+            let c = shape[1];
+            let x = candle_core::Var::from_tensor(&randn(&shape, 1)).unwrap();
+            let r = randn(&shape, 2);
+            let (ours_vars, ours_bn) = layer(c);
+            let (theirs_vars, theirs_bn) = layer(c);
+            let ours = batch_norm(&ours_bn, &x, true, relu).unwrap();
+            let theirs = theirs_bn.forward_t(&x, true).unwrap();
+            let theirs = if relu { theirs.relu().unwrap() } else { theirs };
+            assert!(max_diff(&ours, &theirs) < 1e-4, "{shape:?} output");
+            let go = (&ours * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            let gt = (&theirs * &r)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            let d = max_diff(go.get(&x).unwrap(), gt.get(&x).unwrap());
+            assert!(d < 1e-3, "{shape:?} input grad differs by {d}");
+            for name in ["weight", "bias", "running_mean", "running_var"] {
+                let (o, t) = (
+                    &ours_vars.data().lock().unwrap()[name],
+                    &theirs_vars.data().lock().unwrap()[name],
+                );
+                if name == "weight" || name == "bias" {
+                    let d = max_diff(go.get(o).unwrap(), gt.get(t).unwrap());
+                    assert!(d < 1e-3, "{shape:?} {name} grad differs by {d}");
+                } else {
+                    assert!(max_diff(o, t) < 1e-5, "{shape:?} {name}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn constant_channel_gives_finite_gradients() {
+        let (_, bn) = layer(2);
+        let x = candle_core::Var::from_tensor(
+            &Tensor::ones((4, 2, 3, 3), DType::F32, &Device::Cpu).unwrap(),
+        )
+        .unwrap();
+        let y = batch_norm(&bn, &x, true, true).unwrap();
+        let g = y.sum_all().unwrap().backward().unwrap();
+        let dx = g
+            .get(&x)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert!(dx.iter().all(|v| v.is_finite()));
+        // Inference mode leaves the running statistics and takes candle's path.
+        let before = bn.running_mean().to_vec1::<f32>().unwrap();
+        let lin = candle_nn::Linear::new(Tensor::eye(2, DType::F32, &Device::Cpu).unwrap(), None);
+        let _ = lin
+            .forward(&Tensor::zeros((1, 2), DType::F32, &Device::Cpu).unwrap())
+            .unwrap();
+        batch_norm(&bn, &x, false, false).unwrap();
+        assert_eq!(bn.running_mean().to_vec1::<f32>().unwrap(), before);
+    }
+}
