@@ -3,3 +3,4 @@
 pub mod loader;
 pub mod loss;
 pub mod pack;
+pub mod step;

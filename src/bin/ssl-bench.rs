@@ -4,6 +4,7 @@
 //! ssl-bench pack SRC [--encoding raw] [--max-side 256] [--container parquet] [--repeats 2]
 //! ssl-bench loader --data DIR [--split train] --views SPEC --batch 256 --threads N --batches M
 //! ssl-bench loss --k 2,4,8,16 --batch 256 --pdim 256,8192
+//! ssl-bench step --backbone resnet18 --width 64 --batch 64 --size 32 --views 2 --steps 5
 //! ```
 
 use std::path::PathBuf;
@@ -84,6 +85,34 @@ enum Command {
         cache: CachePolicy,
         #[arg(long, default_value_t = 4)]
         prefetch: usize,
+        /// Also write the report as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// Seconds per training step (backbone + projector + Barlow Twins + AdamW) on random views.
+    Step {
+        #[arg(long, value_enum, default_value_t = sslfast::model::BackboneKind::Resnet18)]
+        backbone: sslfast::model::BackboneKind,
+        #[arg(long, default_value_t = 64)]
+        width: usize,
+        #[arg(long, default_value_t = 64)]
+        batch: usize,
+        #[arg(long, default_value_t = 32)]
+        size: usize,
+        #[arg(long, default_value_t = 2)]
+        views: usize,
+        #[arg(long, default_value_t = 256)]
+        pdim: usize,
+        #[arg(long, default_value_t = 5)]
+        steps: usize,
+        #[arg(long, default_value_t = 2)]
+        warmup: usize,
+        /// Worker threads (0: all cores); sets RAYON_NUM_THREADS, which candle also reads.
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+        /// candle's own conv and BatchNorm instead of ours, as a reference.
+        #[arg(long)]
+        candle_ops: bool,
         /// Also write the report as JSON here.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -201,6 +230,45 @@ fn run(cli: Cli) -> Result<()> {
             println!(
                 "baseline (1 thread, inline): images/s={:.0}; pipeline/baseline={:.2}x",
                 r.baseline_images_per_s, r.speedup_over_baseline
+            );
+            if let Some(path) = json {
+                std::fs::write(&path, serde_json::to_string_pretty(&r)?)?;
+            }
+            Ok(())
+        }
+        Command::Step {
+            backbone,
+            width,
+            batch,
+            size,
+            views,
+            pdim,
+            steps,
+            warmup,
+            threads,
+            candle_ops,
+            json,
+        } => {
+            if threads > 0 {
+                // Before the first parallel op, so rayon's global pool and candle agree.
+                std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+            }
+            let spec = sslfast::bench::step::StepSpec {
+                backbone,
+                width,
+                batch,
+                size,
+                views,
+                pdim,
+                steps,
+                warmup,
+                candle_ops,
+            };
+            let r = sslfast::bench::step::bench_step(&spec)?;
+            println!(
+                "step {backbone:?}({width}) batch={batch} size={size} views={views} ops={} threads={}: sec/step={:.4} images/s={:.1} forward_s={:.4} backward_s={:.4} optimizer_s={:.4} peak_rss_mb={:.0} loss={:.4}",
+                if candle_ops { "candle" } else { "ours" },
+                r.threads, r.sec_per_step, r.images_per_s, r.forward_s, r.backward_s, r.optimizer_s, r.peak_rss_mb, r.final_loss
             );
             if let Some(path) = json {
                 std::fs::write(&path, serde_json::to_string_pretty(&r)?)?;
