@@ -289,6 +289,7 @@ fn fraction_half_keeps_every_class_at_half() {
 fn digests(loader: &Loader, cursor: Cursor) -> Vec<String> {
     loader
         .iter_from(cursor)
+        .unwrap()
         .map(|b| b.unwrap().digest())
         .collect()
 }
@@ -337,6 +338,28 @@ fn batches_are_identical_for_any_thread_count_and_after_resume() {
             }
         ),
         "another epoch differs"
+    );
+    assert_eq!(
+        digests(
+            &build(2),
+            Cursor {
+                epoch: 2,
+                batches_done: 40
+            }
+        ),
+        Vec::<String>::new()
+    );
+    let past_end = build(2).iter_from(Cursor {
+        epoch: 2,
+        batches_done: 41,
+    });
+    let err = past_end
+        .err()
+        .expect("a cursor past the epoch's end is refused")
+        .to_string();
+    assert!(
+        err.contains("batch 41") && err.contains("40 batches"),
+        "{err}"
     );
 }
 

@@ -19,6 +19,13 @@ pub fn decode_into(
     out: &mut Vec<u8>,
 ) -> Result<(), CodecError> {
     let (w, h) = (usize::from(width), usize::from(height));
+    // A zero side would reach the crop as an empty image; only a damaged shard can hold one.
+    if w == 0 || h == 0 {
+        return Err(CodecError::BadSize {
+            width: width.into(),
+            height: height.into(),
+        });
+    }
     match encoding {
         Encoding::Raw => {
             if bytes.len() != w * h * 3 {
@@ -60,4 +67,18 @@ pub fn decode_into(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_sided_rows_are_an_error_not_an_empty_image() {
+        let mut out = Vec::new();
+        for (w, h) in [(0, 4), (4, 0), (0, 0)] {
+            let err = decode_into(&[], Encoding::Raw, w, h, &mut out).unwrap_err();
+            assert!(matches!(err, CodecError::BadSize { .. }), "{w}x{h}: {err}");
+        }
+    }
 }

@@ -104,23 +104,39 @@ impl Loader {
 
     /// Every batch of `epoch`, in order.
     pub fn epoch(&self, epoch: u64) -> Batches {
-        self.iter_from(Cursor {
-            epoch,
-            batches_done: 0,
-        })
+        Batches::spawn(self.plan(epoch), 0, self.threads, self.prefetch)
     }
 
     /// The rest of `cursor.epoch` after `cursor.batches_done` batches: resuming there yields
-    /// exactly the batches an uninterrupted run would have.
-    pub fn iter_from(&self, cursor: Cursor) -> Batches {
-        let plan = pipeline::Plan {
+    /// exactly the batches an uninterrupted run would have. A cursor past the end of the epoch
+    /// (saved with another batch size, fraction or dataset) is an error.
+    pub fn iter_from(&self, cursor: Cursor) -> Result<Batches, LoaderError> {
+        let plan = self.plan(cursor.epoch);
+        if cursor.batches_done > plan.batches.len() {
+            return Err(LoaderError::Config(format!(
+                "resume cursor is at batch {} of epoch {}, but this loader's epoch has {} batches \
+                 (was the run saved with another batch size, fraction or dataset?)",
+                cursor.batches_done,
+                cursor.epoch,
+                plan.batches.len()
+            )));
+        }
+        Ok(Batches::spawn(
+            plan,
+            cursor.batches_done,
+            self.threads,
+            self.prefetch,
+        ))
+    }
+
+    fn plan(&self, epoch: u64) -> pipeline::Plan {
+        pipeline::Plan {
             dataset: self.dataset.clone(),
             pipelines: self.pipelines.clone(),
             seed: self.seed,
-            epoch: cursor.epoch,
-            batches: self.sampler.batches(cursor.epoch),
-        };
-        Batches::spawn(plan, cursor.batches_done, self.threads, self.prefetch)
+            epoch,
+            batches: self.sampler.batches(epoch),
+        }
     }
 
     /// Builds every batch of `epoch` on the calling thread, with no pipeline: the single-threaded

@@ -130,7 +130,7 @@ impl ViewPipeline {
             crop: RandomResizedCrop {
                 side,
                 scale,
-                ratio: rrc::DEFAULT_RATIO,
+                ratio: cfg.ratio,
                 interpolation: cfg.interpolation,
             },
             flip: HorizontalFlip { p: cfg.flip_p },
