@@ -135,6 +135,16 @@ fn hf_parquet_from_pyarrow_packs_with_class_names() {
 
 /// The same layout written by arrow-rs, with a custom column name and a path-only row.
 fn write_hf_rust(path: &Path, images: &[(u8, std::path::PathBuf, image::RgbImage)]) {
+    let labels: Vec<i64> = images.iter().map(|(l, _, _)| i64::from(*l)).collect();
+    write_hf_rust_labels(path, images, "target", &labels);
+}
+
+fn write_hf_rust_labels(
+    path: &Path,
+    images: &[(u8, std::path::PathBuf, image::RgbImage)],
+    label_column: &str,
+    labels: &[i64],
+) {
     let bytes: Vec<Option<Vec<u8>>> = images
         .iter()
         .enumerate()
@@ -162,9 +172,9 @@ fn write_hf_rust(path: &Path, images: &[(u8, std::path::PathBuf, image::RgbImage
     );
     let schema = Arc::new(Schema::new(vec![
         Field::new("picture", DataType::Struct(fields), true),
-        Field::new("target", DataType::Int64, false),
+        Field::new(label_column, DataType::Int64, false),
     ]));
-    let labels = Int64Array::from_iter_values(images.iter().map(|(l, _, _)| i64::from(*l)));
+    let labels = Int64Array::from_iter_values(labels.iter().copied());
     let batch =
         RecordBatch::try_new(schema.clone(), vec![Arc::new(picture), Arc::new(labels)]).unwrap();
     let mut writer =
@@ -221,5 +231,46 @@ fn hf_parquet_with_custom_columns_and_a_missing_image() {
             .contains("column `target` is Int64, expected a struct with `bytes` or binary"),
         "{}",
         stderr(&wrong)
+    );
+}
+
+#[test]
+fn hf_parquet_with_a_huge_label_or_files_that_disagree_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let images = cifar_images("train", 1);
+    let mut labels: Vec<i64> = images.iter().map(|(l, _, _)| i64::from(*l)).collect();
+    labels[3] = 2_000_000_000;
+    let huge = tmp.path().join("huge").join("train.parquet");
+    std::fs::create_dir_all(huge.parent().unwrap()).unwrap();
+    write_hf_rust_labels(&huge, &images, "label", &labels);
+    let out = ssl_pack(&["write", s(&huge), s(&tmp.path().join("a"))]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("train.parquet: row 3: label 2000000000 out of range"),
+        "{}",
+        stderr(&out)
+    );
+    // Two files of one split, the second with another label column.
+    let dir = tmp.path().join("mixed");
+    std::fs::create_dir_all(&dir).unwrap();
+    let ok: Vec<i64> = images.iter().map(|(l, _, _)| i64::from(*l)).collect();
+    write_hf_rust_labels(
+        &dir.join("train-00000-of-00002.parquet"),
+        &images,
+        "label",
+        &ok,
+    );
+    write_hf_rust_labels(
+        &dir.join("train-00001-of-00002.parquet"),
+        &images,
+        "class",
+        &ok,
+    );
+    let out = ssl_pack(&["write", s(&dir), s(&tmp.path().join("b"))]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("train-00001-of-00002.parquet: columns differ"),
+        "{}",
+        stderr(&out)
     );
 }

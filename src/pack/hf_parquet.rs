@@ -19,6 +19,9 @@ use crate::shard::codec::CodecError;
 
 const LABEL_CANDIDATES: [&str; 4] = ["label", "labels", "fine_label", "class"];
 const BATCH_ROWS: usize = 256;
+/// Largest label accepted when the file names no classes: per-class counts are a dense vector,
+/// so a stray huge label must not size it.
+const MAX_UNNAMED_CLASSES: i64 = 100_000;
 
 /// Parquet files under `path` (itself, or up to three directory levels down), sorted.
 pub fn list_parquet_files(path: &Path) -> Vec<PathBuf> {
@@ -61,6 +64,7 @@ fn split_of(path: &Path) -> String {
         .to_string()
 }
 
+#[derive(PartialEq)]
 struct Columns {
     image: String,
     label: Option<String>,
@@ -94,9 +98,26 @@ pub fn open(
                 );
             }
             len += usize::try_from(builder.metadata().file_metadata().num_rows()).unwrap_or(0);
-            columns = Some(cols);
+            match &columns {
+                None => columns = Some(cols),
+                Some(first) if *first != cols => {
+                    return Err(PackError::source(
+                        f,
+                        format!(
+                            "columns differ from the split's first file: image `{}`, label {:?} here vs image `{}`, label {:?} there",
+                            cols.image, cols.label, first.image, first.label
+                        ),
+                    ))
+                }
+                Some(_) => {}
+            }
         }
-        let columns = columns.expect("a split has at least one file");
+        let Some(columns) = columns else {
+            return Err(PackError::source(
+                path,
+                format!("split `{name}` has no Parquet files"),
+            ));
+        };
         let n_classes = classes.as_ref().map(Vec::len);
         splits.push(SourceSplit {
             name,
@@ -260,12 +281,13 @@ impl Rows {
                 })?,
             None => -1,
         };
-        if label < -1 || self.classes.is_some_and(|n| label >= n as i64) {
+        let limit = self.classes.map_or(MAX_UNNAMED_CLASSES, |n| n as i64);
+        if label < -1 || label >= limit {
             return Err(PackError::source(
                 path,
                 format!(
                     "row {file_row}: label {label} out of range -1..{}",
-                    self.classes.map_or(i64::from(i32::MAX), |n| n as i64 - 1)
+                    limit - 1
                 ),
             ));
         }
