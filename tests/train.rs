@@ -95,7 +95,8 @@ fn non_finite_loss_stops_and_keeps_the_last_good_checkpoint() {
     let before = std::fs::read(run.join("checkpoint/model.safetensors")).unwrap();
     let err = train(&config(&run, &["epochs=3", "lr=1e30"]), &[], true).unwrap_err();
     match &err {
-        TrainError::NonFinite { epoch, step, .. } => assert!(*epoch >= 1 && *step >= 5, "{err}"),
+        // Steps count from 1: the first after resuming is step 6.
+        TrainError::NonFinite { epoch, step, .. } => assert!(*epoch >= 1 && *step >= 6, "{err}"),
         other => panic!("expected a non-finite loss, got {other}"),
     }
     let text = err.to_string();
@@ -122,6 +123,36 @@ fn an_existing_run_is_not_overwritten() {
         err.contains("already holds a run") && err.contains("--resume"),
         "{err}"
     );
+}
+
+#[test]
+fn resume_refuses_changed_settings_and_survives_a_crash_between_renames() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    train(&config(&run, &["epochs=1"]), &[], false).unwrap();
+    let config_before = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    assert!(run.join("checkpoint/config.toml").is_file());
+    let err = train(
+        &config(&run, &["epochs=2", "seed=9", "batch_size=30"]),
+        &[],
+        true,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("seed 0 -> 9") && err.contains("batch_size 60 -> 30"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(run.join("config.toml")).unwrap(),
+        config_before,
+        "a refused resume leaves the run's config alone"
+    );
+    // A crash after `checkpoint/` moved aside and before its successor moved in.
+    std::fs::rename(run.join("checkpoint"), run.join("checkpoint.old")).unwrap();
+    let summary = train(&config(&run, &["epochs=2"]), &[], true).unwrap();
+    assert_eq!(summary.steps, 10);
+    assert!(!run.join("checkpoint.old").exists());
 }
 
 #[test]

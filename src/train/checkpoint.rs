@@ -11,7 +11,7 @@ use candle_nn::VarMap;
 use serde::{Deserialize, Serialize};
 
 use super::optim::Optimizer;
-use super::TrainError;
+use super::{TrainError, CONFIG_FILE};
 use crate::loader::Cursor;
 
 pub const CHECKPOINT_DIR: &str = "checkpoint";
@@ -33,20 +33,36 @@ pub fn checkpoint_dir(run: &Path) -> PathBuf {
     run.join(CHECKPOINT_DIR)
 }
 
-/// Writes a checkpoint of `varmap` and `optimizer` at `state` into `run/checkpoint/`.
+fn old_dir(run: &Path) -> PathBuf {
+    run.join(format!("{CHECKPOINT_DIR}.old"))
+}
+
+/// Writes a checkpoint of `varmap` and `optimizer` at `state`, with the run's resolved config
+/// (`config_toml`), into `run/checkpoint/`. Weights that are not all finite are refused, so the
+/// last good checkpoint is never replaced by a diverged one.
 pub fn save(
     run: &Path,
     varmap: &VarMap,
     optimizer: &Optimizer,
     state: &TrainState,
+    config_toml: &str,
 ) -> Result<(), TrainError> {
     let dir = checkpoint_dir(run);
     let partial = run.join(format!("{CHECKPOINT_DIR}.partial"));
-    let old = run.join(format!("{CHECKPOINT_DIR}.old"));
+    let old = old_dir(run);
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| TrainError::Io { path, source }
     };
+    if let Some(name) = first_non_finite(varmap)? {
+        return Err(TrainError::Checkpoint {
+            path: dir,
+            message: format!(
+                "not written at step {}: `{name}` holds NaN or inf; the last good checkpoint is kept",
+                state.step
+            ),
+        });
+    }
     let _ = fs::remove_dir_all(&partial);
     fs::create_dir_all(&partial).map_err(io(&partial))?;
     let candle = |path: &Path| {
@@ -68,7 +84,9 @@ pub fn save(
         serde_json::to_string_pretty(state).expect("state serialises"),
     )
     .map_err(io(&state_path))?;
-    for f in [MODEL_FILE, OPTIMIZER_FILE, STATE_FILE] {
+    let config_path = partial.join(CONFIG_FILE);
+    fs::write(&config_path, config_toml).map_err(io(&config_path))?;
+    for f in [MODEL_FILE, OPTIMIZER_FILE, STATE_FILE, CONFIG_FILE] {
         fs::File::open(partial.join(f))
             .and_then(|f| f.sync_all())
             .map_err(io(&partial.join(f)))?;
@@ -82,8 +100,43 @@ pub fn save(
     Ok(())
 }
 
+/// The name of a variable of `varmap` with a NaN or infinite value, if any.
+fn first_non_finite(varmap: &VarMap) -> Result<Option<String>, TrainError> {
+    let data = varmap.data().lock().expect("varmap lock");
+    for (name, var) in data.iter() {
+        let sum = var
+            .as_tensor()
+            .abs()?
+            .sum_all()?
+            .to_dtype(candle_core::DType::F64)?
+            .to_scalar::<f64>()?;
+        if !sum.is_finite() {
+            return Ok(Some(name.clone()));
+        }
+    }
+    Ok(None)
+}
+
+/// A crash between the two renames of [`save`] leaves only `checkpoint.old/`, complete: move it
+/// back before reading.
+fn recover(run: &Path) -> Result<(), TrainError> {
+    let (dir, old) = (checkpoint_dir(run), old_dir(run));
+    if !dir.exists() && old.join(STATE_FILE).is_file() {
+        fs::rename(&old, &dir).map_err(|source| TrainError::Io { path: old, source })?;
+    }
+    Ok(())
+}
+
+/// The resolved config the checkpoint was trained with (`run/checkpoint/config.toml`).
+pub fn load_config_text(run: &Path) -> Result<String, TrainError> {
+    recover(run)?;
+    let path = checkpoint_dir(run).join(CONFIG_FILE);
+    fs::read_to_string(&path).map_err(|source| TrainError::Io { path, source })
+}
+
 /// Reads `run/checkpoint/state.json`.
 pub fn load_state(run: &Path) -> Result<TrainState, TrainError> {
+    recover(run)?;
     let path = checkpoint_dir(run).join(STATE_FILE);
     let text = fs::read_to_string(&path).map_err(|_| TrainError::Checkpoint {
         path: path.clone(),

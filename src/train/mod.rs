@@ -228,13 +228,10 @@ pub fn train(
             run.display()
         )));
     }
-    let config_path = run.join(CONFIG_FILE);
-    std::fs::write(
-        &config_path,
-        toml::to_string_pretty(cfg).expect("config serialises"),
-    )
-    .map_err(io(&config_path))?;
-
+    let config_text = toml::to_string_pretty(cfg).expect("config serialises");
+    if resume {
+        check_resumable(cfg, &checkpoint::load_config_text(&run)?, &run)?;
+    }
     let mut s = setup(cfg)?;
     let mut optimizer = Optimizer::new(&s.varmap, cfg.optimizer, cfg.weight_decay)?;
     let mut state = TrainState {
@@ -246,6 +243,9 @@ pub fn train(
         state = checkpoint::load_state(&run)?;
         checkpoint::load_weights(&run, &mut s.varmap, Some((&mut optimizer, state.step)))?;
     }
+    // Only now, so a resume that fails leaves the run's config as it was.
+    let config_path = run.join(CONFIG_FILE);
+    std::fs::write(&config_path, &config_text).map_err(io(&config_path))?;
     let mut metrics = Metrics::open(&run, resume)?;
     metrics
         .write(&json!({ "kind": "start", "command": command, "resume": resume, "config": cfg }))?;
@@ -278,7 +278,7 @@ pub fn train(
         let mut batches = s.loader.iter_from(Cursor {
             epoch,
             batches_done: first,
-        });
+        })?;
         let (mut loss_sum, mut n) = (0f64, 0usize);
         for number in first..steps_per_epoch {
             let step_start = Instant::now();
@@ -301,7 +301,7 @@ pub fn train(
                 return Err(TrainError::NonFinite {
                     value,
                     epoch,
-                    step: state.step,
+                    step: state.step + 1,
                     kept,
                 });
             }
@@ -357,7 +357,7 @@ pub fn train(
         println!("{record}");
         metrics.write(&record)?;
         if last || (epoch + 1) % cfg.checkpoint_every.max(1) == 0 {
-            checkpoint::save(&run, &s.varmap, &optimizer, &state)?;
+            checkpoint::save(&run, &s.varmap, &optimizer, &state, &config_text)?;
         }
     }
     let seconds = start.elapsed().as_secs_f64();
@@ -378,6 +378,50 @@ pub fn train(
     )
     .map_err(io(&path))?;
     Ok(summary)
+}
+
+/// Fields that fix the batch sequence and the model: a resumed run that changed one of them
+/// would not continue the checkpoint's run, so it is refused rather than silently diverging.
+fn check_resumable(cfg: &TrainConfig, saved: &str, run: &Path) -> Result<(), TrainError> {
+    let saved: TrainConfig = toml::from_str(saved).map_err(|e| TrainError::Checkpoint {
+        path: checkpoint::checkpoint_dir(run).join(CONFIG_FILE),
+        message: format!("unreadable config: {e}"),
+    })?;
+    let pairs = [
+        ("seed", saved.seed.to_string(), cfg.seed.to_string()),
+        ("views", saved.views.clone(), cfg.views.clone()),
+        (
+            "batch_size",
+            saved.batch_size.to_string(),
+            cfg.batch_size.to_string(),
+        ),
+        (
+            "fraction",
+            saved.fraction.to_string(),
+            cfg.fraction.to_string(),
+        ),
+        ("split", saved.split.clone(), cfg.split.clone()),
+        (
+            "backbone",
+            format!("{:?}", saved.backbone),
+            format!("{:?}", cfg.backbone),
+        ),
+        ("width", saved.width.to_string(), cfg.width.to_string()),
+        ("pdim", saved.pdim.to_string(), cfg.pdim.to_string()),
+    ];
+    let changed: Vec<String> = pairs
+        .iter()
+        .filter(|(_, a, b)| a != b)
+        .map(|(name, a, b)| format!("{name} {a} -> {b}"))
+        .collect();
+    if changed.is_empty() {
+        return Ok(());
+    }
+    Err(TrainError::Setup(format!(
+        "cannot resume {}: the checkpoint was trained with other settings ({}); start a new run instead",
+        run.display(),
+        changed.join(", ")
+    )))
 }
 
 fn progress_bar(epoch: u64, epochs: u64, steps: usize, done: usize) -> ProgressBar {
