@@ -16,7 +16,7 @@ fn pretrain_config(out: &Path, sets: &[&str]) -> TrainConfig {
         eval_split: String::new(),
         views: "2x16:0.2-1".into(),
         batch_size: 100,
-        epochs: 4,
+        epochs: 12,
         backbone: sslfast::config::BackboneKind::Conv4,
         width: 16,
         pdim: 64,
