@@ -41,6 +41,38 @@ pub fn batch_norm(
     Ok(y)
 }
 
+/// `relu(bn(x) + residual)`, the end of a ResNet block, as one op: neither the normalised map
+/// nor the sum is kept for the backward pass, two fewer full-size activations per block
+/// (ResNet-18, batch 256 x 2 views, 32 px: about 1 GB less at peak).
+pub fn batch_norm_add_relu(
+    bn: &candle_nn::BatchNorm,
+    x: &Tensor,
+    residual: &Tensor,
+    train: bool,
+) -> Result<Tensor> {
+    let fused = train
+        && x.device().is_cpu()
+        && x.dtype() == DType::F32
+        && residual.dtype() == DType::F32
+        && x.rank() >= 2
+        && residual.dims() == x.dims();
+    let Some((gamma, beta)) = bn.weight_and_bias().filter(|_| fused) else {
+        return (bn.forward_t(x, train)? + residual)?.relu();
+    };
+    let affine = Tensor::stack(&[gamma, beta], 0)?;
+    let saved = Arc::new(Mutex::new(Stats::default()));
+    let op = BatchNormAddRelu {
+        eps: bn.eps() as f32,
+        stats: saved.clone(),
+    };
+    let y = x
+        .contiguous()?
+        .apply_op3(&affine, &residual.contiguous()?, op)?;
+    let stats = saved.lock().expect("batch-norm stats").clone();
+    update_running(bn, &stats)?;
+    Ok(y)
+}
+
 /// What the forward pass leaves for the backward pass and the running statistics.
 #[derive(Debug, Clone, Default)]
 struct Stats {
@@ -97,6 +129,63 @@ fn per_channel(
         .collect()
 }
 
+/// The training-mode forward over `x` (`dims` as [`planes`] gives them): batch statistics, then
+/// `γ x̂ + β`, plus `residual` if given, then ReLU if `relu`.
+fn normalise(
+    dims: (usize, usize, usize),
+    x: &[f32],
+    (gamma, beta): (&[f32], &[f32]),
+    residual: Option<&[f32]>,
+    relu: bool,
+    eps: f32,
+) -> Result<(Vec<f32>, Stats)> {
+    let (n, c, hw) = dims;
+    if gamma.len() != c || beta.len() != c {
+        candle_core::bail!("batch-norm: {c} channels but {} weights", gamma.len());
+    }
+    if residual.is_some_and(|r| r.len() != x.len()) {
+        candle_core::bail!("batch-norm: residual and input differ in size");
+    }
+    let count = n * hw;
+    let sums = per_channel(dims, |_, r| (x[r].iter().sum(), 0.0));
+    let mean: Vec<f32> = sums.iter().map(|s| (s.0 / count as f64) as f32).collect();
+    let sq = per_channel(dims, |ch, r| {
+        let m = mean[ch];
+        (x[r].iter().map(|v| (v - m) * (v - m)).sum(), 0.0)
+    });
+    let var: Vec<f32> = sq.iter().map(|s| (s.0 / count as f64) as f32).collect();
+    let inv_std: Vec<f32> = var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
+    let mut y = vec![0f32; x.len()];
+    y.par_chunks_mut(c * hw)
+        .zip(x.par_chunks(c * hw))
+        .enumerate()
+        .for_each(|(sample, (y, x))| {
+            for ch in 0..c {
+                let a = gamma[ch] * inv_std[ch];
+                let b = beta[ch] - mean[ch] * a;
+                let (y, x) = (&mut y[ch * hw..][..hw], &x[ch * hw..][..hw]);
+                for (y, x) in y.iter_mut().zip(x) {
+                    *y = x * a + b;
+                }
+                if let Some(r) = residual {
+                    let r = &r[(sample * c + ch) * hw..][..hw];
+                    y.iter_mut().zip(r).for_each(|(y, r)| *y += r);
+                }
+                if relu {
+                    y.iter_mut().for_each(|y| *y = y.max(0.0));
+                }
+            }
+        });
+    let stats = Stats {
+        mean,
+        var,
+        inv_std,
+        gamma: gamma.to_vec(),
+        count,
+    };
+    Ok((y, stats))
+}
+
 struct BatchNormTrain {
     eps: f32,
     relu: bool,
@@ -118,41 +207,9 @@ impl CustomOp3 for BatchNormTrain {
         bl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let dims = planes(xl)?;
-        let (n, c, hw) = dims;
         let (x, gamma, beta) = (slice(xs, xl)?, slice(gs, gl)?, slice(bs, bl)?);
-        if gamma.len() != c || beta.len() != c {
-            candle_core::bail!("batch-norm: {c} channels but {} weights", gamma.len());
-        }
-        let count = n * hw;
-        let sums = per_channel(dims, |_, r| (x[r].iter().sum(), 0.0));
-        let mean: Vec<f32> = sums.iter().map(|s| (s.0 / count as f64) as f32).collect();
-        let sq = per_channel(dims, |ch, r| {
-            let m = mean[ch];
-            (x[r].iter().map(|v| (v - m) * (v - m)).sum(), 0.0)
-        });
-        let var: Vec<f32> = sq.iter().map(|s| (s.0 / count as f64) as f32).collect();
-        let inv_std: Vec<f32> = var.iter().map(|v| 1.0 / (v + self.eps).sqrt()).collect();
-        let mut y = vec![0f32; x.len()];
-        y.par_chunks_mut(c * hw)
-            .zip(x.par_chunks(c * hw))
-            .for_each(|(y, x)| {
-                for ch in 0..c {
-                    let a = gamma[ch] * inv_std[ch];
-                    let b = beta[ch] - mean[ch] * a;
-                    let (y, x) = (&mut y[ch * hw..][..hw], &x[ch * hw..][..hw]);
-                    for (y, x) in y.iter_mut().zip(x) {
-                        let v = x * a + b;
-                        *y = if self.relu { v.max(0.0) } else { v };
-                    }
-                }
-            });
-        *self.stats.lock().expect("batch-norm stats") = Stats {
-            mean,
-            var,
-            inv_std,
-            gamma: gamma.to_vec(),
-            count,
-        };
+        let (y, stats) = normalise(dims, x, (gamma, beta), None, self.relu, self.eps)?;
+        *self.stats.lock().expect("batch-norm stats") = stats;
         Ok((CpuStorage::F32(y), xl.shape().clone()))
     }
 
@@ -166,6 +223,7 @@ impl CustomOp3 for BatchNormTrain {
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let back = BatchNormBackward {
             relu: self.relu,
+            residual_grad: false,
             stats: self.stats.lock().expect("batch-norm stats").clone(),
         };
         let packed = x.apply_op3_no_bwd(y, &dy.contiguous()?, &back)?;
@@ -178,9 +236,68 @@ impl CustomOp3 for BatchNormTrain {
     }
 }
 
-/// `(x, y, dy)` to `[dx, dγ, dβ]` flattened and concatenated.
+/// `(x, [γ; β], residual)` to `relu(γ x̂ + β + residual)`.
+struct BatchNormAddRelu {
+    eps: f32,
+    stats: Arc<Mutex<Stats>>,
+}
+
+impl CustomOp3 for BatchNormAddRelu {
+    fn name(&self) -> &'static str {
+        "sslfast-batch-norm-add-relu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        as_: &CpuStorage,
+        al: &Layout,
+        rs: &CpuStorage,
+        rl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let dims = planes(xl)?;
+        let (x, affine, residual) = (slice(xs, xl)?, slice(as_, al)?, slice(rs, rl)?);
+        let (gamma, beta) = affine.split_at(affine.len() / 2);
+        let (y, stats) = normalise(dims, x, (gamma, beta), Some(residual), true, self.eps)?;
+        *self.stats.lock().expect("batch-norm stats") = stats;
+        Ok((CpuStorage::F32(y), xl.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        affine: &Tensor,
+        _residual: &Tensor,
+        y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        // The ReLU mask comes from the output, so the BatchNorm backward with `relu` set gives
+        // dx, dγ, dβ; the residual's gradient is the masked dy itself, written in the same op.
+        let back = BatchNormBackward {
+            relu: true,
+            residual_grad: true,
+            stats: self.stats.lock().expect("batch-norm stats").clone(),
+        };
+        let packed = x.apply_op3_no_bwd(y, &dy.contiguous()?, &back)?;
+        let (len, affine_len) = (x.elem_count(), affine.elem_count());
+        Ok((
+            Some(packed.narrow(0, 0, len)?.reshape(x.shape())?),
+            Some(packed.narrow(0, len, affine_len)?.reshape(affine.shape())?),
+            Some(
+                packed
+                    .narrow(0, len + affine_len, len)?
+                    .reshape(x.shape())?,
+            ),
+        ))
+    }
+}
+
+/// `(x, y, dy)` to `[dx, dγ, dβ]` (and `d residual`) flattened and concatenated.
 struct BatchNormBackward {
     relu: bool,
+    /// Also append the gradient that reaches a residual added before the ReLU: the masked dy.
+    residual_grad: bool,
     stats: Stats,
 }
 
@@ -219,8 +336,10 @@ impl CustomOp3 for BatchNormBackward {
             })
             .fold((0.0, 0.0), |(a, b), (da, db)| (a + da, b + db))
         });
-        let mut out = vec![0f32; x.len() + 2 * c];
+        let residual_len = if self.residual_grad { x.len() } else { 0 };
+        let mut out = vec![0f32; x.len() + 2 * c + residual_len];
         let (dx, rest) = out.split_at_mut(x.len());
+        let (affine, d_residual) = rest.split_at_mut(2 * c);
         let m = *count as f64;
         dx.par_chunks_mut(c * hw)
             .zip(x.par_chunks(c * hw).zip(y.par_chunks(c * hw)))
@@ -243,9 +362,17 @@ impl CustomOp3 for BatchNormBackward {
                 }
             });
         for (ch, (db, dg)) in sums.iter().enumerate() {
-            rest[ch] = *dg as f32;
-            rest[c + ch] = *db as f32;
+            affine[ch] = *dg as f32;
+            affine[c + ch] = *db as f32;
         }
+        d_residual
+            .par_chunks_mut(c * hw)
+            .zip(y.par_chunks(c * hw).zip(dy.par_chunks(c * hw)))
+            .for_each(|(d, (y, dy))| {
+                for ((d, &y), &dy) in d.iter_mut().zip(y).zip(dy) {
+                    *d = g(y, dy);
+                }
+            });
         let len = out.len();
         Ok((CpuStorage::F32(out), Shape::from(len)))
     }
@@ -254,7 +381,7 @@ impl CustomOp3 for BatchNormBackward {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{Device, Module};
+    use candle_core::Device;
     use candle_nn::{VarBuilder, VarMap};
 
     fn randn(shape: &[usize], seed: u64) -> Tensor {
@@ -324,6 +451,52 @@ mod tests {
     }
 
     #[test]
+    fn fused_residual_add_relu_matches_candle() {
+        for shape in [vec![3, 4, 5, 5], vec![1, 2, 3, 3], vec![6, 3]] {
+            let c = shape[1];
+            let x = candle_core::Var::from_tensor(&randn(&shape, 1)).unwrap();
+            let res = candle_core::Var::from_tensor(&randn(&shape, 3)).unwrap();
+            let r = randn(&shape, 2);
+            let (ours_vars, ours_bn) = layer(c);
+            let (theirs_vars, theirs_bn) = layer(c);
+            let ours = batch_norm_add_relu(&ours_bn, &x, &res, true).unwrap();
+            let theirs = (theirs_bn.forward_t(&x, true).unwrap() + res.as_tensor())
+                .unwrap()
+                .relu()
+                .unwrap();
+            assert!(max_diff(&ours, &theirs) < 1e-4, "{shape:?} output");
+            let go = (&ours * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            let gt = (&theirs * &r)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            for (what, v) in [("input", &x), ("residual", &res)] {
+                let d = max_diff(go.get(v).unwrap(), gt.get(v).unwrap());
+                assert!(d < 1e-3, "{shape:?} {what} grad differs by {d}");
+            }
+            let (ours_vars, theirs_vars) = (
+                ours_vars.data().lock().unwrap(),
+                theirs_vars.data().lock().unwrap(),
+            );
+            for name in ["weight", "bias"] {
+                let d = max_diff(
+                    go.get(&ours_vars[name]).unwrap(),
+                    gt.get(&theirs_vars[name]).unwrap(),
+                );
+                assert!(d < 1e-3, "{shape:?} {name} grad differs by {d}");
+            }
+            for name in ["running_mean", "running_var"] {
+                assert!(
+                    max_diff(&ours_vars[name], &theirs_vars[name]) < 1e-5,
+                    "{shape:?} {name}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn constant_channel_gives_finite_gradients() {
         let (_, bn) = layer(2);
         let x = candle_core::Var::from_tensor(
@@ -342,10 +515,6 @@ mod tests {
         assert!(dx.iter().all(|v| v.is_finite()));
         // Inference mode leaves the running statistics and takes candle's path.
         let before = bn.running_mean().to_vec1::<f32>().unwrap();
-        let lin = candle_nn::Linear::new(Tensor::eye(2, DType::F32, &Device::Cpu).unwrap(), None);
-        let _ = lin
-            .forward(&Tensor::zeros((1, 2), DType::F32, &Device::Cpu).unwrap())
-            .unwrap();
         batch_norm(&bn, &x, false, false).unwrap();
         assert_eq!(bn.running_mean().to_vec1::<f32>().unwrap(), before);
     }

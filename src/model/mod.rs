@@ -237,6 +237,22 @@ pub(crate) fn conv_bn(
     batch_norm::batch_norm(bn, &y, train, relu)
 }
 
+/// Conv, BatchNorm, `+ residual`, ReLU: the end of a ResNet block, fused on the CPU.
+pub(crate) fn conv_bn_add_relu(
+    conv: &candle_nn::Conv2d,
+    bn: &candle_nn::BatchNorm,
+    x: &Tensor,
+    residual: &Tensor,
+    train: bool,
+) -> Result<Tensor> {
+    if candle_ops_only() {
+        return (bn.forward_t(&conv.forward(x)?, train)? + residual)?.relu();
+    }
+    let cfg = conv.config();
+    let y = conv2d::conv2d(x, conv.weight(), cfg.stride, cfg.padding)?;
+    batch_norm::batch_norm_add_relu(bn, &y, residual, train)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,7 +6,7 @@
 use candle_core::{Result, Tensor};
 use candle_nn::{batch_norm, conv2d_no_bias, BatchNorm, Conv2d, Conv2dConfig, VarBuilder};
 
-use super::conv_bn;
+use super::{conv_bn, conv_bn_add_relu};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Depth {
@@ -104,16 +104,16 @@ impl Block {
     }
 
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let last = self.convs.len() - 1;
-        let mut y = x.clone();
-        for (i, (c, b)) in self.convs.iter().enumerate() {
-            y = conv_bn(c, b, &y, train, i != last)?;
-        }
         let shortcut = match &self.downsample {
             Some((c, b)) => conv_bn(c, b, x, train, false)?,
             None => x.clone(),
         };
-        (y + shortcut)?.relu()
+        let (last, inner) = self.convs.split_last().expect("a block has convs");
+        let mut y = x.clone();
+        for (c, b) in inner {
+            y = conv_bn(c, b, &y, train, true)?;
+        }
+        conv_bn_add_relu(&last.0, &last.1, &y, &shortcut, train)
     }
 }
 
