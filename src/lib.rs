@@ -3,6 +3,7 @@
 //! Data flows `pack` (datasets into checksummed shards) -> `shard` (schema, manifest, reader) ->
 //! loader -> trainer -> evaluation; see DESIGN.md in the shared folder for the whole map.
 
+pub mod allocator;
 pub mod bench;
 pub mod config;
 pub mod eval;

@@ -14,7 +14,7 @@ PYTHON=${PYTHON:-python3}
 ROWS=${ROWS:-"resnet18:64:64:32 resnet18:64:256:16 resnet18:32:64:32 resnet18:16:256:32 conv4:32:256:16"}
 
 cargo build --release --quiet --bin ssl-bench
-field() { sed -n "s/.*$1=\([0-9.]*\).*/\1/p"; }
+field() { sed -n "s#.*$1=\([0-9.]*\).*#\1#p"; }
 
 printf '%-26s %10s %10s %7s %9s %9s\n' "model(width) batch size" "ours_s" "torch_s" "ratio" "ours_MB" "torch_MB"
 for row in $ROWS; do

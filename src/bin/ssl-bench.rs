@@ -7,7 +7,11 @@
 //! ssl-bench step --backbone resnet18 --width 64 --batch 64 --size 32 --views 2 --steps 5
 //! ```
 
+#[global_allocator]
+static ALLOCATOR: sslfast::allocator::Allocator = sslfast::allocator::Allocator {};
+
 use std::path::PathBuf;
+
 use std::process::ExitCode;
 
 use anyhow::Result;
@@ -138,6 +142,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    sslfast::allocator::keep_freed_memory();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

@@ -5,6 +5,9 @@
 //! ssl-eval --checkpoint random --set backbone=conv4 --set width=16 --train D --test D
 //! ```
 
+#[global_allocator]
+static ALLOCATOR: sslfast::allocator::Allocator = sslfast::allocator::Allocator {};
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -51,6 +54,7 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    sslfast::allocator::keep_freed_memory();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

@@ -7,6 +7,9 @@
 //! ssl-pack verify DIR
 //! ```
 
+#[global_allocator]
+static ALLOCATOR: sslfast::allocator::Allocator = sslfast::allocator::Allocator {};
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -120,6 +123,7 @@ impl WriteArgs {
 }
 
 fn main() -> ExitCode {
+    sslfast::allocator::keep_freed_memory();
     match run(Cli::parse()) {
         Ok(code) => code,
         Err(err) => {

@@ -6,6 +6,9 @@
 //! ssl-train --resume runs/cifar10-cpu --set epochs=20
 //! ```
 
+#[global_allocator]
+static ALLOCATOR: sslfast::allocator::Allocator = sslfast::allocator::Allocator {};
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -38,6 +41,7 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    sslfast::allocator::keep_freed_memory();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
