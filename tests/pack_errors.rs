@@ -77,6 +77,25 @@ fn cifar_file_of_wrong_size_is_named() {
 }
 
 #[test]
+fn cifar_with_only_the_test_batch_packs_its_test_split_and_a_partial_train_split_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("bin");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("test_batch.bin"), vec![3u8; 3073 * 2]).unwrap();
+    let out = tmp.path().join("out");
+    let packed = ssl_pack(&["write", s(&src), s(&out), "--split", "test"]);
+    assert!(packed.status.success(), "{}", stderr(&packed));
+    let m = Manifest::load(&out).unwrap();
+    assert_eq!(m.split("test").unwrap().rows, 2);
+    assert!(m.split("train").is_err());
+    std::fs::write(src.join("data_batch_1.bin"), vec![3u8; 3073]).unwrap();
+    fails_with(
+        &["write", s(&src), s(&tmp.path().join("partial"))],
+        &["data_batch_2.bin"],
+    );
+}
+
+#[test]
 fn cifar_label_out_of_range_names_file_and_record() {
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("bin");
