@@ -296,6 +296,9 @@ pub struct LoaderConfig {
     pub cache: CachePolicy,
     /// Decoded-pixel budget for `cache = auto`, in bytes (2 GiB).
     pub decoded_cache_bytes: u64,
+    /// Check each shard's checksum before its first row is used (true). Streamed shards are
+    /// then read once more per process, the first time a worker touches them.
+    pub verify_checksums: bool,
     pub augment: AugmentConfig,
 }
 
@@ -317,6 +320,7 @@ impl Default for LoaderConfig {
             shuffle_buffer: DEFAULT_SHUFFLE_BUFFER,
             cache: CachePolicy::Auto,
             decoded_cache_bytes: DEFAULT_DECODED_CACHE_BYTES,
+            verify_checksums: true,
             augment: AugmentConfig::default(),
         }
     }

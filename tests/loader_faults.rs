@@ -53,7 +53,7 @@ fn corrupt_row_is_an_error_naming_shard_and_row() {
     bytes[at..at + 4].fill(0);
     std::fs::write(&shard, bytes).unwrap();
 
-    // Decoded mode reads the whole split anyway, so it checks the shard's checksum first.
+    // Decoded mode checks every shard's checksum before decoding the split.
     let err = Loader::builder(&data)
         .with_cache(CachePolicy::Decoded)
         .build()
@@ -65,8 +65,27 @@ fn corrupt_row_is_an_error_naming_shard_and_row() {
         "{err}"
     );
 
+    // Streaming checks each shard's checksum the first time a worker needs it.
+    let streamed = Loader::builder(&data)
+        .with_cache(CachePolicy::Stream)
+        .with_batch_size(10)
+        .with_threads(3)
+        .build()
+        .unwrap();
+    let Some(Err(err)) = streamed.epoch(0).next() else {
+        panic!("the checksum no longer matches, so the first batch is an error");
+    };
+    let err = err.to_string();
+    assert!(
+        err.contains("part-00000.parquet: checksum mismatch"),
+        "{err}"
+    );
+    drop(streamed);
+
+    // Without the check, the broken row itself is named.
     let loader = Loader::builder(&data)
         .with_cache(CachePolicy::Stream)
+        .with_checksums(false)
         .with_batch_size(10)
         .with_threads(3)
         .build()

@@ -47,6 +47,16 @@ pub struct Dataset {
     groups: Vec<GroupLoc>,
     shards: Vec<Arc<Shard>>,
     pixels: Pixels,
+    /// Per shard, when streaming with checksums on: its path and manifest sha256, and the
+    /// outcome of the check, made once by the first worker that needs the shard.
+    checks: Vec<ShardCheck>,
+}
+
+#[derive(Debug)]
+struct ShardCheck {
+    path: std::path::PathBuf,
+    expected: String,
+    found: std::sync::OnceLock<Result<String, String>>,
 }
 
 /// A worker's scratch: decode buffer and, when streaming, its cache of row groups.
@@ -63,6 +73,7 @@ impl Dataset {
         split: &str,
         cache: CachePolicy,
         budget: u64,
+        verify: bool,
     ) -> Result<Self, LoaderError> {
         let info = reader.manifest().split(split)?.clone();
         let mut ds = Dataset {
@@ -73,6 +84,7 @@ impl Dataset {
             groups: Vec::new(),
             shards: Vec::new(),
             pixels: Pixels::Stream,
+            checks: Vec::new(),
         };
         for s in 0..info.shards.len() {
             let shard = reader.shard(split, s)?;
@@ -110,8 +122,20 @@ impl Dataset {
             .map(|&(w, h)| u64::from(w) * u64::from(h) * 3)
             .sum();
         if cache == CachePolicy::Decoded || (cache == CachePolicy::Auto && decoded <= budget) {
-            verify_checksums(reader, &info)?;
+            if verify {
+                verify_checksums(reader, &info)?;
+            }
             ds.decode_all()?;
+        } else if verify {
+            ds.checks = info
+                .shards
+                .iter()
+                .map(|shard| ShardCheck {
+                    path: crate::shard::manifest::shard_path(reader.dir(), shard),
+                    expected: shard.sha256.clone(),
+                    found: std::sync::OnceLock::new(),
+                })
+                .collect();
         }
         Ok(ds)
     }
@@ -169,6 +193,9 @@ impl Dataset {
 
     fn load_group(&self, g: usize) -> Result<RowGroup, LoaderError> {
         let loc = self.groups[g];
+        if let Some(check) = self.checks.get(loc.shard) {
+            check.result()?;
+        }
         Ok(self.shards[loc.shard].read_group(loc.group)?)
     }
 
@@ -228,9 +255,33 @@ impl Dataset {
     }
 }
 
-/// Checks every shard of a split against its manifest checksum, in parallel. Done when the
-/// whole split is read anyway (decoded mode) so a corrupt shard is never trained on silently;
-/// streamed datasets rely on `ssl-pack verify`, since checking would mean reading them twice.
+impl ShardCheck {
+    /// Hashes the shard the first time; every later call, from any worker, reuses the outcome.
+    fn result(&self) -> Result<(), LoaderError> {
+        let found = self.found.get_or_init(|| {
+            crate::shard::manifest::sha256_file(&self.path).map_err(|e| match e {
+                crate::shard::ShardError::Io { source, .. } => source.to_string(),
+                other => other.to_string(),
+            })
+        });
+        match found {
+            Ok(found) if *found == self.expected => Ok(()),
+            Ok(found) => Err(LoaderError::Shard(crate::shard::ShardError::Checksum {
+                file: self.path.clone(),
+                expected: self.expected.clone(),
+                found: found.clone(),
+            })),
+            Err(message) => Err(LoaderError::Shard(crate::shard::ShardError::Io {
+                path: self.path.clone(),
+                source: std::io::Error::other(message.clone()),
+            })),
+        }
+    }
+}
+
+/// Checks every shard of a split against its manifest checksum, in parallel, before the whole
+/// split is decoded into memory, so a corrupt shard is never trained on silently. Streamed
+/// shards are checked one by one as workers first need them (see [`ShardCheck`]).
 fn verify_checksums(
     reader: &ShardReader,
     info: &crate::shard::SplitInfo,

@@ -214,6 +214,12 @@ impl LoaderBuilder {
         self.config.drop_last = drop_last;
         self
     }
+    /// Whether shard checksums are checked before use (the default); see
+    /// [`LoaderConfig::verify_checksums`].
+    pub fn with_checksums(mut self, verify: bool) -> Self {
+        self.config.verify_checksums = verify;
+        self
+    }
     pub fn with_cache(mut self, cache: CachePolicy) -> Self {
         self.config.cache = cache;
         self
@@ -241,6 +247,7 @@ impl LoaderBuilder {
             shuffle_buffer,
             cache,
             decoded_cache_bytes,
+            verify_checksums,
             augment,
         } = self.config;
         let bad = |m: String| Err(LoaderError::Config(m));
@@ -257,7 +264,13 @@ impl LoaderBuilder {
         }
         let spec: ViewSpec = views.parse()?;
         let reader = ShardReader::open(&data)?;
-        let dataset = Dataset::open(&reader, &split, cache, decoded_cache_bytes)?;
+        let dataset = Dataset::open(
+            &reader,
+            &split,
+            cache,
+            decoded_cache_bytes,
+            verify_checksums,
+        )?;
         let sampler = Sampler::new(
             &dataset.labels,
             dataset.group_starts.clone(),
