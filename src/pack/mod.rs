@@ -460,8 +460,13 @@ impl Staging {
         if out.exists() {
             let old = self.path.with_extension("old");
             fs::rename(out, &old).map_err(PackError::io(out))?;
-            fs::rename(&self.path, out).map_err(PackError::io(out))?;
-            fs::remove_dir_all(&old).map_err(PackError::io(&old))?;
+            if let Err(e) = fs::rename(&self.path, out) {
+                // Put the old dataset back rather than leave `out` empty.
+                let _ = fs::rename(&old, out);
+                return Err(PackError::io(out)(e));
+            }
+            // The new dataset is in place; a leftover copy of the old one is only clutter.
+            let _ = fs::remove_dir_all(&old);
         } else {
             fs::rename(&self.path, out).map_err(PackError::io(out))?;
         }
