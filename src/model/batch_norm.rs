@@ -1,8 +1,9 @@
 //! Training-mode BatchNorm (optionally followed by ReLU) for f32 on the CPU as one candle custom
 //! op with a closed-form backward. Over the `M = N·H·W` values of each channel:
 //!
-//! - forward:  `x̂ = (x − μ) / sqrt(σ² + ε)`, `y = γ x̂ + β` (then `max(y, 0)`)
-//! - backward: `g = dy · [y > 0]`, `dβ = Σ g`, `dγ = Σ g x̂`,
+//! - forward:  `x̂ = (x − μ) / sqrt(σ² + ε)`, `y = γ x̂ + β` (then `max(y, 0)`; at the end of
+//!   a ResNet block `max(y + residual, 0)`, see [`batch_norm_add_relu`])
+//! - backward: `g = dy · [y > 0]` (also the residual's gradient), `dβ = Σ g`, `dγ = Σ g x̂`,
 //!   `dx = γ / sqrt(σ² + ε) · (g − dβ / M − x̂ · dγ / M)`
 //!
 //! candle's own BatchNorm builds this from a dozen tensor ops, each a full-size temporary with
