@@ -12,19 +12,29 @@ use crate::loss::{barlow_twins, LossForm};
 use crate::model::{BackboneKind, ModelSpec, SslModel, Stem};
 use crate::train::optim::Optimizer;
 
-#[derive(Debug, Clone, Serialize)]
+/// What to time; also `ssl-bench step`'s arguments.
+#[derive(Debug, Clone, Serialize, clap::Args)]
 pub struct StepSpec {
+    #[arg(long, value_enum, default_value_t = BackboneKind::Resnet18)]
     pub backbone: BackboneKind,
+    #[arg(long, default_value_t = 64)]
     pub width: usize,
     /// Images per batch; the step sees `views * batch` crops.
+    #[arg(long, default_value_t = 64)]
     pub batch: usize,
+    #[arg(long, default_value_t = 32)]
     pub size: usize,
+    #[arg(long, default_value_t = 2)]
     pub views: usize,
+    #[arg(long, default_value_t = 256)]
     pub pdim: usize,
     /// Timed steps, after `warmup` untimed ones.
+    #[arg(long, default_value_t = 5)]
     pub steps: usize,
+    #[arg(long, default_value_t = 2)]
     pub warmup: usize,
     /// candle's own conv and BatchNorm instead of ours: the plain-candle reference.
+    #[arg(long)]
     pub candle_ops: bool,
 }
 

@@ -95,28 +95,11 @@ enum Command {
     },
     /// Seconds per training step (backbone + projector + Barlow Twins + AdamW) on random views.
     Step {
-        #[arg(long, value_enum, default_value_t = sslfast::model::BackboneKind::Resnet18)]
-        backbone: sslfast::model::BackboneKind,
-        #[arg(long, default_value_t = 64)]
-        width: usize,
-        #[arg(long, default_value_t = 64)]
-        batch: usize,
-        #[arg(long, default_value_t = 32)]
-        size: usize,
-        #[arg(long, default_value_t = 2)]
-        views: usize,
-        #[arg(long, default_value_t = 256)]
-        pdim: usize,
-        #[arg(long, default_value_t = 5)]
-        steps: usize,
-        #[arg(long, default_value_t = 2)]
-        warmup: usize,
+        #[command(flatten)]
+        spec: sslfast::bench::step::StepSpec,
         /// Worker threads (0: all cores); sets RAYON_NUM_THREADS, which candle also reads.
         #[arg(long, default_value_t = 0)]
         threads: usize,
-        /// candle's own conv and BatchNorm instead of ours, as a reference.
-        #[arg(long)]
-        candle_ops: bool,
         /// Also write the report as JSON here.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -242,37 +225,19 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Step {
-            backbone,
-            width,
-            batch,
-            size,
-            views,
-            pdim,
-            steps,
-            warmup,
+            spec,
             threads,
-            candle_ops,
             json,
         } => {
             if threads > 0 {
                 // Before the first parallel op, so rayon's global pool and candle agree.
                 std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
             }
-            let spec = sslfast::bench::step::StepSpec {
-                backbone,
-                width,
-                batch,
-                size,
-                views,
-                pdim,
-                steps,
-                warmup,
-                candle_ops,
-            };
             let r = sslfast::bench::step::bench_step(&spec)?;
             println!(
-                "step {backbone:?}({width}) batch={batch} size={size} views={views} ops={} threads={}: sec/step={:.4} images/s={:.1} forward_s={:.4} backward_s={:.4} optimizer_s={:.4} peak_rss_mb={:.0} loss={:.4}",
-                if candle_ops { "candle" } else { "ours" },
+                "step {:?}({}) batch={} size={} views={} ops={} threads={}: sec/step={:.4} images/s={:.1} forward_s={:.4} backward_s={:.4} optimizer_s={:.4} peak_rss_mb={:.0} loss={:.4}",
+                spec.backbone, spec.width, spec.batch, spec.size, spec.views,
+                if spec.candle_ops { "candle" } else { "ours" },
                 r.threads, r.sec_per_step, r.images_per_s, r.forward_s, r.backward_s, r.optimizer_s, r.peak_rss_mb, r.final_loss
             );
             if let Some(path) = json {
