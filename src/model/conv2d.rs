@@ -400,27 +400,12 @@ impl candle_core::CustomOp3 for Conv2dBackward {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::test_util::{max_diff, uniform};
     use candle_core::{Device, Var};
 
+    /// Values in [-1, 1).
     fn randn(shape: &[usize], seed: u64) -> Tensor {
-        use rand::{Rng, SeedableRng};
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-        let n = shape.iter().product();
-        let v: Vec<f32> = (0..n).map(|_| rng.random::<f32>() * 2.0 - 1.0).collect();
-        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
-    }
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
+        uniform(shape, seed, (-1.0, 1.0))
     }
 
     /// Output, input gradient and weight gradient of ours and candle's, for `sum(y · r)`.

@@ -253,6 +253,28 @@ pub(crate) fn conv_bn_add_relu(
     batch_norm::batch_norm_add_relu(bn, &y, residual, train)
 }
 
+/// Random inputs and comparisons shared by the op tests.
+#[cfg(test)]
+pub(crate) mod test_util {
+    use candle_core::{Device, Tensor};
+
+    /// Uniform values in `[lo, hi)` from a seeded generator.
+    pub fn uniform(shape: &[usize], seed: u64, (lo, hi): (f32, f32)) -> Tensor {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let n = shape.iter().product();
+        let v: Vec<f32> = (0..n)
+            .map(|_| lo + rng.random::<f32>() * (hi - lo))
+            .collect();
+        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    }
+
+    pub fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        let d = (a - b).unwrap().abs().unwrap().flatten_all().unwrap();
+        d.max(0).unwrap().to_scalar::<f32>().unwrap()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -352,12 +374,7 @@ mod tests {
             projector_depth: 2,
         };
         let (vars, model) = SslModel::seeded(&spec, 16, 3, &Device::Cpu).unwrap();
-        use rand::{Rng, SeedableRng};
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
-        let x: Vec<f32> = (0..2 * 6 * 3 * 16 * 16)
-            .map(|_| rng.random::<f32>())
-            .collect();
-        let x = Tensor::from_vec(x, (12, 3, 16, 16), &Device::Cpu).unwrap();
+        let x = test_util::uniform(&[12, 3, 16, 16], 11, (0.0, 1.0));
         let z = model.embed(&[x], true).unwrap();
         let loss =
             crate::loss::barlow_twins::loss(&z, 2, 1.0 / 16.0, crate::loss::LossForm::Efficient)
