@@ -13,7 +13,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, Var};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, Var};
 use candle_nn::ModuleT;
 use rayon::prelude::*;
 
@@ -25,21 +25,17 @@ pub fn batch_norm(
     train: bool,
     relu: bool,
 ) -> Result<Tensor> {
-    let fused = train && x.device().is_cpu() && x.dtype() == DType::F32 && x.rank() >= 2;
-    let Some((gamma, beta)) = bn.weight_and_bias().filter(|_| fused) else {
-        let y = bn.forward_t(x, train)?;
-        return if relu { y.relu() } else { Ok(y) };
-    };
-    let saved = Arc::new(Mutex::new(Stats::default()));
-    let op = BatchNormTrain {
-        eps: bn.eps() as f32,
-        relu,
-        stats: saved.clone(),
-    };
-    let y = x.contiguous()?.apply_op3(gamma, beta, op)?;
-    let stats = saved.lock().expect("batch-norm stats").clone();
-    update_running(bn, &stats)?;
-    Ok(y)
+    match fused_affine(bn, x, train)? {
+        Some(affine) => train_op(bn, x, &affine, None, relu),
+        None => {
+            let y = bn.forward_t(x, train)?;
+            if relu {
+                y.relu()
+            } else {
+                Ok(y)
+            }
+        }
+    }
 }
 
 /// `relu(bn(x) + residual)`, the end of a ResNet block, as one op: neither the normalised map
@@ -51,24 +47,42 @@ pub fn batch_norm_add_relu(
     residual: &Tensor,
     train: bool,
 ) -> Result<Tensor> {
-    let fused = train
-        && x.device().is_cpu()
-        && x.dtype() == DType::F32
-        && residual.dtype() == DType::F32
-        && x.rank() >= 2
-        && residual.dims() == x.dims();
-    let Some((gamma, beta)) = bn.weight_and_bias().filter(|_| fused) else {
-        return (bn.forward_t(x, train)? + residual)?.relu();
-    };
-    let affine = Tensor::stack(&[gamma, beta], 0)?;
+    let affine = fused_affine(bn, x, train)?
+        .filter(|_| residual.dtype() == DType::F32 && residual.dims() == x.dims());
+    match affine {
+        Some(affine) => train_op(bn, x, &affine, Some(residual), true),
+        None => (bn.forward_t(x, train)? + residual)?.relu(),
+    }
+}
+
+/// `[γ; β]` as one `[2, C]` tensor, where the fused op applies: training mode, f32 on the CPU.
+fn fused_affine(bn: &candle_nn::BatchNorm, x: &Tensor, train: bool) -> Result<Option<Tensor>> {
+    let fused = train && x.device().is_cpu() && x.dtype() == DType::F32 && x.rank() >= 2;
+    match bn.weight_and_bias().filter(|_| fused) {
+        Some((gamma, beta)) => Ok(Some(Tensor::stack(&[gamma, beta], 0)?)),
+        None => Ok(None),
+    }
+}
+
+/// Runs [`BatchNormTrain`], with or without a residual, and updates the running statistics.
+fn train_op(
+    bn: &candle_nn::BatchNorm,
+    x: &Tensor,
+    affine: &Tensor,
+    residual: Option<&Tensor>,
+    relu: bool,
+) -> Result<Tensor> {
     let saved = Arc::new(Mutex::new(Stats::default()));
-    let op = BatchNormAddRelu {
+    let op = BatchNormTrain {
         eps: bn.eps() as f32,
+        relu,
         stats: saved.clone(),
     };
-    let y = x
-        .contiguous()?
-        .apply_op3(&affine, &residual.contiguous()?, op)?;
+    let x = x.contiguous()?;
+    let y = match residual {
+        None => x.apply_op2(affine, op)?,
+        Some(r) => x.apply_op3(affine, &r.contiguous()?, op)?,
+    };
     let stats = saved.lock().expect("batch-norm stats").clone();
     update_running(bn, &stats)?;
     Ok(y)
@@ -187,13 +201,56 @@ fn normalise(
     Ok((y, stats))
 }
 
+/// Training-mode BatchNorm over `(x, [γ; β])` (then ReLU if `relu`), and over
+/// `(x, [γ; β], residual)` to `relu(γ x̂ + β + residual)`.
 struct BatchNormTrain {
     eps: f32,
     relu: bool,
     stats: Arc<Mutex<Stats>>,
 }
 
-impl CustomOp3 for BatchNormTrain {
+impl BatchNormTrain {
+    fn forward(
+        &self,
+        (xs, xl): (&CpuStorage, &Layout),
+        (a_s, al): (&CpuStorage, &Layout),
+        residual: Option<&[f32]>,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, affine) = (slice(xs, xl)?, slice(a_s, al)?);
+        let (gamma, beta) = affine.split_at(affine.len() / 2);
+        let (y, stats) = normalise(planes(xl)?, x, (gamma, beta), residual, self.relu, self.eps)?;
+        *self.stats.lock().expect("batch-norm stats") = stats;
+        Ok((CpuStorage::F32(y), xl.shape().clone()))
+    }
+
+    /// `(dx, d[γ; β], d residual)`; the ReLU mask comes from the output `y`.
+    fn backward(
+        &self,
+        x: &Tensor,
+        affine: &Tensor,
+        y: &Tensor,
+        dy: &Tensor,
+        residual: bool,
+    ) -> Result<(Tensor, Tensor, Option<Tensor>)> {
+        let back = BatchNormBackward {
+            relu: self.relu,
+            residual_grad: residual,
+            stats: self.stats.lock().expect("batch-norm stats").clone(),
+        };
+        let packed = x.apply_op3_no_bwd(y, &dy.contiguous()?, &back)?;
+        let (len, affine_len) = (x.elem_count(), affine.elem_count());
+        let d_residual = residual
+            .then(|| packed.narrow(0, len + affine_len, len)?.reshape(x.shape()))
+            .transpose()?;
+        Ok((
+            packed.narrow(0, 0, len)?.reshape(x.shape())?,
+            packed.narrow(0, len, affine_len)?.reshape(affine.shape())?,
+            d_residual,
+        ))
+    }
+}
+
+impl CustomOp2 for BatchNormTrain {
     fn name(&self) -> &'static str {
         "sslfast-batch-norm"
     }
@@ -202,48 +259,25 @@ impl CustomOp3 for BatchNormTrain {
         &self,
         xs: &CpuStorage,
         xl: &Layout,
-        gs: &CpuStorage,
-        gl: &Layout,
-        bs: &CpuStorage,
-        bl: &Layout,
+        a_s: &CpuStorage,
+        al: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let dims = planes(xl)?;
-        let (x, gamma, beta) = (slice(xs, xl)?, slice(gs, gl)?, slice(bs, bl)?);
-        let (y, stats) = normalise(dims, x, (gamma, beta), None, self.relu, self.eps)?;
-        *self.stats.lock().expect("batch-norm stats") = stats;
-        Ok((CpuStorage::F32(y), xl.shape().clone()))
+        self.forward((xs, xl), (a_s, al), None)
     }
 
     fn bwd(
         &self,
         x: &Tensor,
-        _gamma: &Tensor,
-        _beta: &Tensor,
+        affine: &Tensor,
         y: &Tensor,
         dy: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let back = BatchNormBackward {
-            relu: self.relu,
-            residual_grad: false,
-            stats: self.stats.lock().expect("batch-norm stats").clone(),
-        };
-        let packed = x.apply_op3_no_bwd(y, &dy.contiguous()?, &back)?;
-        let (len, c) = (x.elem_count(), back.stats.mean.len());
-        Ok((
-            Some(packed.narrow(0, 0, len)?.reshape(x.shape())?),
-            Some(packed.narrow(0, len, c)?),
-            Some(packed.narrow(0, len + c, c)?),
-        ))
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (dx, d_affine, _) = self.backward(x, affine, y, dy, false)?;
+        Ok((Some(dx), Some(d_affine)))
     }
 }
 
-/// `(x, [γ; β], residual)` to `relu(γ x̂ + β + residual)`.
-struct BatchNormAddRelu {
-    eps: f32,
-    stats: Arc<Mutex<Stats>>,
-}
-
-impl CustomOp3 for BatchNormAddRelu {
+impl CustomOp3 for BatchNormTrain {
     fn name(&self) -> &'static str {
         "sslfast-batch-norm-add-relu"
     }
@@ -252,17 +286,12 @@ impl CustomOp3 for BatchNormAddRelu {
         &self,
         xs: &CpuStorage,
         xl: &Layout,
-        as_: &CpuStorage,
+        a_s: &CpuStorage,
         al: &Layout,
         rs: &CpuStorage,
         rl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let dims = planes(xl)?;
-        let (x, affine, residual) = (slice(xs, xl)?, slice(as_, al)?, slice(rs, rl)?);
-        let (gamma, beta) = affine.split_at(affine.len() / 2);
-        let (y, stats) = normalise(dims, x, (gamma, beta), Some(residual), true, self.eps)?;
-        *self.stats.lock().expect("batch-norm stats") = stats;
-        Ok((CpuStorage::F32(y), xl.shape().clone()))
+        self.forward((xs, xl), (a_s, al), Some(slice(rs, rl)?))
     }
 
     fn bwd(
@@ -273,24 +302,8 @@ impl CustomOp3 for BatchNormAddRelu {
         y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        // The ReLU mask comes from the output, so the BatchNorm backward with `relu` set gives
-        // dx, dγ, dβ; the residual's gradient is the masked dy itself, written in the same op.
-        let back = BatchNormBackward {
-            relu: true,
-            residual_grad: true,
-            stats: self.stats.lock().expect("batch-norm stats").clone(),
-        };
-        let packed = x.apply_op3_no_bwd(y, &dy.contiguous()?, &back)?;
-        let (len, affine_len) = (x.elem_count(), affine.elem_count());
-        Ok((
-            Some(packed.narrow(0, 0, len)?.reshape(x.shape())?),
-            Some(packed.narrow(0, len, affine_len)?.reshape(affine.shape())?),
-            Some(
-                packed
-                    .narrow(0, len + affine_len, len)?
-                    .reshape(x.shape())?,
-            ),
-        ))
+        let (dx, d_affine, d_residual) = self.backward(x, affine, y, dy, true)?;
+        Ok((Some(dx), Some(d_affine), d_residual))
     }
 }
 
@@ -382,20 +395,13 @@ impl CustomOp3 for BatchNormBackward {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::test_util::{max_diff, uniform};
     use candle_core::Device;
     use candle_nn::{VarBuilder, VarMap};
 
+    /// Values in [-1, 3): channel means away from 0.
     fn randn(shape: &[usize], seed: u64) -> Tensor {
-        use rand::{Rng, SeedableRng};
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-        let n = shape.iter().product();
-        let v: Vec<f32> = (0..n).map(|_| rng.random::<f32>() * 4.0 - 1.0).collect();
-        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
-    }
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        let d = (a - b).unwrap().abs().unwrap().flatten_all().unwrap();
-        d.max(0).unwrap().to_scalar::<f32>().unwrap()
+        uniform(shape, seed, (-1.0, 3.0))
     }
 
     /// A BatchNorm with non-trivial γ, β, fresh running statistics.
