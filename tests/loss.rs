@@ -158,3 +158,23 @@ fn zero_variance_inputs_give_finite_losses() {
         }
     }
 }
+
+#[test]
+fn empty_or_ragged_batches_are_errors_not_panics() {
+    let ragged = Tensor::zeros((7, 4), DType::F32, &Device::Cpu).unwrap();
+    let empty = Tensor::zeros((0, 4), DType::F32, &Device::Cpu).unwrap();
+    for (z, k) in [(&ragged, 2), (&empty, 2), (&ragged, 3)] {
+        for form in [LossForm::Efficient, LossForm::Naive] {
+            let bt = barlow_twins::loss(z, k, 0.1, form)
+                .err()
+                .map(|e| e.to_string());
+            let vic = vicreg::loss(z, k, vicreg::Weights::default(), form)
+                .err()
+                .map(|e| e.to_string());
+            for err in [bt, vic] {
+                let err = err.expect("a batch that does not split into k views is refused");
+                assert!(err.contains("cannot be split into"), "{err}");
+            }
+        }
+    }
+}

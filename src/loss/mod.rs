@@ -45,6 +45,11 @@ pub fn off_diagonal_sq_sum(c: &Tensor, diag: &Tensor) -> Result<Tensor> {
 
 /// Splits `z: [K * B, D]` into the K views.
 pub fn views(z: &Tensor, k: usize) -> Result<Vec<Tensor>> {
+    let rows = z.dim(0)?;
+    // `chunk` would make unequal views of a ragged batch, or none of an empty one.
+    if k == 0 || rows == 0 || rows % k != 0 {
+        candle_core::bail!("{rows} embeddings cannot be split into {k} views of equal size");
+    }
     z.chunk(k, 0)
 }
 
