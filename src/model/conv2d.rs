@@ -18,6 +18,10 @@ use rayon::prelude::*;
 /// GEMM columns a chunk aims for: below this the packing of `W` dominates small late layers.
 const TARGET_COLUMNS: usize = 1024;
 
+/// Partial weight gradients summed in parallel by the backward pass: enough groups to keep the
+/// cores busy, few enough that their buffers stay small next to the activations.
+const MAX_WEIGHT_PARTIALS: usize = 16;
+
 /// `x [B, C_in, H, W]` convolved with `w [C_out, C_in, kh, kw]`, no bias, square stride and
 /// zero padding. f32 CPU tensors take the GEMM op; everything else candle's conv2d.
 pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
@@ -175,6 +179,47 @@ impl Geometry {
                 dst[ix0 + i * s] += c;
             }
         });
+    }
+}
+
+impl Geometry {
+    /// One chunk of images: writes its input gradient into `dx` and adds its weight gradient
+    /// onto `dw`.
+    fn backward_chunk(&self, w: &[f32], (x, dy): (&[f32], &[f32]), dx: &mut [f32], dw: &mut [f32]) {
+        let (k, p) = (self.k(), self.p());
+        let nb = x.len() / self.in_len();
+        let ld = nb * p;
+        let mut dyt = vec![0f32; self.c_out * ld];
+        gather_chunk(self, dy, nb, &mut dyt);
+        let mut cols = vec![0f32; k * ld];
+        // Input gradient: cols = Wᵀ · dy, folded back onto the images.
+        gemm(
+            (k, ld, self.c_out),
+            &mut cols,
+            ld,
+            false,
+            w,
+            (1, k),
+            &dyt,
+            (ld, 1),
+        );
+        for (j, dx) in dx.chunks_mut(self.in_len()).enumerate() {
+            self.col2im(&cols, ld, j * p, dx);
+        }
+        // Weight gradient: dW += dy · colsᵀ, with the columns of x this time.
+        for (j, x) in x.chunks(self.in_len()).enumerate() {
+            self.im2col(x, &mut cols, ld, j * p);
+        }
+        gemm(
+            (self.c_out, k, ld),
+            dw,
+            k,
+            true,
+            &dyt,
+            (ld, 1),
+            &cols,
+            (1, ld),
+        );
     }
 }
 
@@ -337,61 +382,34 @@ impl candle_core::CustomOp3 for Conv2dBackward {
             contiguous(ws, wl, name)?,
             contiguous(dys, dyl, name)?,
         );
-        let (k, p, nb) = (g.k(), g.p(), g.chunk());
+        let (k, nb) = (g.k(), g.chunk());
         let w_len = g.c_out * k;
         let mut out = vec![0f32; g.batch * g.in_len() + w_len];
         let (dx, dw_out) = out.split_at_mut(g.batch * g.in_len());
-        let dw = dx
-            .par_chunks_mut(nb * g.in_len())
-            .zip(x.par_chunks(nb * g.in_len()))
-            .zip(dy.par_chunks(nb * g.out_len()))
-            .fold(
-                || vec![0f32; w_len],
-                |mut dw, ((dx, x), dy)| {
-                    let nb = x.len() / g.in_len();
-                    let ld = nb * p;
-                    let mut dyt = vec![0f32; g.c_out * ld];
-                    gather_chunk(&g, dy, nb, &mut dyt);
-                    let mut cols = vec![0f32; k * ld];
-                    // Input gradient: cols = Wᵀ · dy, folded back onto the images.
-                    gemm(
-                        (k, ld, g.c_out),
-                        &mut cols,
-                        ld,
-                        false,
-                        w,
-                        (1, k),
-                        &dyt,
-                        (ld, 1),
-                    );
-                    for (j, dx) in dx.chunks_mut(g.in_len()).enumerate() {
-                        g.col2im(&cols, ld, j * p, dx);
-                    }
-                    // Weight gradient: dW += dy · colsᵀ, with the columns of x this time.
-                    for (j, x) in x.chunks(g.in_len()).enumerate() {
-                        g.im2col(x, &mut cols, ld, j * p);
-                    }
-                    gemm(
-                        (g.c_out, k, ld),
-                        &mut dw,
-                        k,
-                        true,
-                        &dyt,
-                        (ld, 1),
-                        &cols,
-                        (1, ld),
-                    );
-                    dw
-                },
-            )
-            .reduce(
-                || vec![0f32; w_len],
-                |mut a, b| {
-                    a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
-                    a
-                },
-            );
-        dw_out.copy_from_slice(&dw);
+        // The weight gradient is summed per group of chunks, each group in order, then over the
+        // groups in order: the same bits whatever rayon's scheduling, so a resumed run repeats
+        // an uninterrupted one. (A rayon fold/reduce sums in whatever order work was stolen.)
+        let chunks = g.batch.div_ceil(nb);
+        let group = chunks.div_ceil(chunks.min(MAX_WEIGHT_PARTIALS)) * nb;
+        let partials: Vec<Vec<f32>> = dx
+            .par_chunks_mut(group * g.in_len())
+            .zip(x.par_chunks(group * g.in_len()))
+            .zip(dy.par_chunks(group * g.out_len()))
+            .map(|((dx, x), dy)| {
+                let mut dw = vec![0f32; w_len];
+                let chunks = dx
+                    .chunks_mut(nb * g.in_len())
+                    .zip(x.chunks(nb * g.in_len()))
+                    .zip(dy.chunks(nb * g.out_len()));
+                for ((dx, x), dy) in chunks {
+                    g.backward_chunk(w, (x, dy), dx, &mut dw);
+                }
+                dw
+            })
+            .collect();
+        for partial in &partials {
+            dw_out.iter_mut().zip(partial).for_each(|(a, b)| *a += b);
+        }
         let len = out.len();
         Ok((CpuStorage::F32(out), Shape::from(len)))
     }
@@ -452,6 +470,32 @@ mod tests {
                 let d = max_diff(&ours, &theirs);
                 assert!(d < 1e-4, "{what} {x:?} {w:?} s{s} p{p}: differs by {d}");
             }
+        }
+    }
+
+    #[test]
+    fn weight_gradient_has_the_same_bits_on_every_run() {
+        // Many chunks, so a reduction in scheduling order would show.
+        let x = randn(&[256, 16, 16, 16], 7);
+        let w = Var::from_tensor(&randn(&[32, 16, 3, 3], 8)).unwrap();
+        let r = randn(&[256, 32, 16, 16], 9);
+        let grad = || {
+            let g = (conv2d(&x, &w, 1, 1).unwrap() * &r)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            g.get(&w)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+        };
+        let first = grad();
+        for _ in 0..8 {
+            assert_eq!(grad(), first);
         }
     }
 
