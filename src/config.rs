@@ -468,7 +468,7 @@ impl TrainConfig {
             // default (hue 0.5, saturation 0.8, grayscale 0.5): it turns colour into a nuisance
             // and leaves shape as what views of an image share (kNN 18% after 3 epochs against
             // 14.7% with the default augmentations). 20 epochs take 2.5 minutes on 2 cores and
-            // reach kNN 23% (random init 10.9%); 6 epochs stopped at 19%.
+            // reach kNN 20.8% (random init 10.9%), rising still; 6 epochs stopped near 18%.
             views: "2x32:0.3-1".into(),
             batch_size: 128,
             epochs: 20,
