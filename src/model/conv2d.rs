@@ -12,6 +12,8 @@
 //! chunks run in parallel on rayon, each with its own workspace. Other devices and dtypes keep
 //! candle's conv2d (see [`conv2d`]).
 
+use std::ops::Range;
+
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -56,7 +58,7 @@ impl Geometry {
     fn new(x: &Layout, w: &Layout, stride: usize, pad: usize) -> Result<Self> {
         let (batch, c_in, h, width) = x.shape().dims4()?;
         let (c_out, wc_in, kh, kw) = w.shape().dims4()?;
-        if wc_in != c_in || h + 2 * pad < kh || width + 2 * pad < kw || stride == 0 {
+        if batch == 0 || wc_in != c_in || h + 2 * pad < kh || width + 2 * pad < kw || stride == 0 {
             candle_core::bail!(
                 "conv2d: input {:?} does not fit kernel {:?} with stride {stride}, padding {pad}",
                 x.shape(),
@@ -109,21 +111,24 @@ impl Geometry {
         for_columns.min(for_balance).max(1)
     }
 
-    /// Calls `f(row, kx, oy, src)` for every (im2col row, output row) pair: the loop nest that
-    /// im2col and col2im share. `src` is the offset in the image of the input row the kernel
-    /// row meets, `None` where it lies in the padding.
-    fn for_each_row(&self, mut f: impl FnMut(usize, usize, usize, Option<usize>)) {
+    /// Calls `f(row, oy, src, valid, ix0)` for every (im2col row, output row) pair: the loop
+    /// nest that im2col and col2im share. `src` is the offset in the image of the input row the
+    /// kernel row meets, `None` where it lies in the padding; `valid` and `ix0` are those of
+    /// [`Self::valid_columns`] for the row's kernel column.
+    fn for_each_row(&self, mut f: impl FnMut(usize, usize, Option<usize>, Range<usize>, usize)) {
         let (kh, kw, oh) = (self.kh, self.kw, self.oh());
+        // Per kernel column, not per row: the divisions cost more than copying a short row.
+        let columns: Vec<_> = (0..kw).map(|kx| self.valid_columns(kx)).collect();
         for ci in 0..self.c_in {
             for ky in 0..kh {
-                for kx in 0..kw {
+                for (kx, (valid, ix0)) in columns.iter().enumerate() {
                     let row = (ci * kh + ky) * kw + kx;
                     for oy in 0..oh {
                         let iy = (oy * self.stride + ky).checked_sub(self.pad);
                         let src = iy
                             .filter(|&iy| iy < self.h)
                             .map(|iy| (ci * self.h + iy) * self.w);
-                        f(row, kx, oy, src);
+                        f(row, oy, src, valid.clone(), *ix0);
                     }
                 }
             }
@@ -132,7 +137,7 @@ impl Geometry {
 
     /// For kernel column `kx`, the output columns `ox` whose input column `ox·s + kx − pad`
     /// lies inside the image, as a range, and that input column for the first of them.
-    fn valid_columns(&self, kx: usize) -> (std::ops::Range<usize>, usize) {
+    fn valid_columns(&self, kx: usize) -> (Range<usize>, usize) {
         let s = self.stride;
         let first = self.pad.saturating_sub(kx).div_ceil(s);
         // ox·s + kx − pad < w  ⇔  ox < (w + pad − kx) / s, rounded up.
@@ -141,85 +146,270 @@ impl Geometry {
             .div_ceil(s)
             .min(self.ow());
         let first = first.min(end);
-        (first..end, (first * s + kx).saturating_sub(self.pad))
+        // Clamped for an empty range, where a kernel wider than the padded image ends past it.
+        (
+            first..end,
+            (first * s + kx).saturating_sub(self.pad).min(self.w),
+        )
+    }
+
+    /// Whether output rows line up with input rows (stride 1, "same" padding, as in most of a
+    /// ResNet): then the im2col row of one kernel position is its image plane shifted by a
+    /// constant offset, one copy instead of one per output row.
+    fn is_same_shape(&self) -> bool {
+        self.stride == 1 && self.oh() == self.h && self.ow() == self.w
+    }
+
+    /// For [`Self::is_same_shape`] convolutions and kernel position `(ky, kx)`: the output pixels
+    /// `d` that read the image, at `d + shift`, and the output rows they lie in. Within those
+    /// rows the columns outside [`Self::valid_columns`] read a neighbouring row instead of the
+    /// padding: callers zero them.
+    fn shifted_span(&self, ky: usize, kx: usize) -> (Range<usize>, Range<usize>, isize) {
+        let (h, w, pad) = (self.h, self.w, self.pad);
+        let first = pad.saturating_sub(ky).min(h);
+        let rows = first..(h + pad).saturating_sub(ky).clamp(first, h);
+        let shift = (ky as isize - pad as isize) * w as isize + kx as isize - pad as isize;
+        let lo = (rows.start * w)
+            .max((-shift).max(0) as usize)
+            .min(rows.end * w);
+        let hi = ((rows.end * w) as isize)
+            .min((h * w) as isize - shift)
+            .max(0) as usize;
+        (lo..hi.max(lo), rows, shift)
+    }
+
+    /// Where in the image the pixels of `span` read, plane `plane` shifted by `shift`.
+    fn shifted(span: &Range<usize>, plane: usize, shift: isize) -> Range<usize> {
+        if span.is_empty() {
+            return plane..plane;
+        }
+        let start = (plane as isize + shift + span.start as isize) as usize;
+        start..start + span.len()
+    }
+
+    /// Calls `f(row, ky, kx, plane)` per im2col row, `plane` being the offset of its input
+    /// channel in the image.
+    fn for_each_plane(&self, mut f: impl FnMut(usize, usize, usize, usize)) {
+        for ci in 0..self.c_in {
+            for ky in 0..self.kh {
+                for kx in 0..self.kw {
+                    f(
+                        (ci * self.kh + ky) * self.kw + kx,
+                        ky,
+                        kx,
+                        ci * self.h * self.w,
+                    );
+                }
+            }
+        }
+    }
+
+    /// Zeroes the columns of `rows` that lie in the padding for kernel column `kx`.
+    fn zero_padding_columns(&self, dst: &mut [f32], rows: Range<usize>, kx: usize) {
+        let (valid, _) = self.valid_columns(kx);
+        for row in dst[rows.start * self.w..rows.end * self.w].chunks_mut(self.w) {
+            row[..valid.start].fill(0.0);
+            row[valid.end..].fill(0.0);
+        }
     }
 
     /// Writes the columns of one image into `cols` (`K` rows of stride `ld`, from column `col0`).
     fn im2col(&self, x: &[f32], cols: &mut [f32], ld: usize, col0: usize) {
+        if !self.is_same_shape() {
+            return self.im2col_by_rows(x, cols, ld, col0);
+        }
+        let p = self.p();
+        self.for_each_plane(|row, ky, kx, plane| {
+            let dst = &mut cols[row * ld + col0..][..p];
+            let (span, rows, shift) = self.shifted_span(ky, kx);
+            dst[..span.start].fill(0.0);
+            dst[span.end..].fill(0.0);
+            dst[span.clone()].copy_from_slice(&x[Self::shifted(&span, plane, shift)]);
+            self.zero_padding_columns(dst, rows, kx);
+        });
+    }
+
+    /// Adds the columns of one image back onto `dx`: the transpose of [`Self::im2col`]. Zeroes
+    /// the padding entries of `cols` on the way.
+    fn col2im(&self, cols: &mut [f32], ld: usize, col0: usize, dx: &mut [f32]) {
+        if !self.is_same_shape() {
+            return self.col2im_by_rows(cols, ld, col0, dx);
+        }
+        let p = self.p();
+        self.for_each_plane(|row, ky, kx, plane| {
+            let col = &mut cols[row * ld + col0..][..p];
+            let (span, rows, shift) = self.shifted_span(ky, kx);
+            self.zero_padding_columns(col, rows, kx);
+            let dst = &mut dx[Self::shifted(&span, plane, shift)];
+            dst.iter_mut().zip(&col[span]).for_each(|(d, c)| *d += c);
+        });
+    }
+
+    /// [`Self::im2col`] one output row at a time, for any stride and padding.
+    fn im2col_by_rows(&self, x: &[f32], cols: &mut [f32], ld: usize, col0: usize) {
         let (ow, s) = (self.ow(), self.stride);
-        self.for_each_row(|row, kx, oy, src| {
+        self.for_each_row(|row, oy, src, valid, ix0| {
             let dst = &mut cols[row * ld + col0 + oy * ow..][..ow];
             let Some(src) = src else {
                 dst.fill(0.0);
                 return;
             };
-            let (valid, ix0) = self.valid_columns(kx);
             dst[..valid.start].fill(0.0);
             dst[valid.end..].fill(0.0);
-            let src = &x[src..src + self.w];
+            let src = &x[src + ix0..src + self.w];
             if s == 1 {
-                dst[valid.clone()].copy_from_slice(&src[ix0..ix0 + valid.len()]);
+                dst[valid.clone()].copy_from_slice(&src[..valid.len()]);
             } else {
-                for (i, d) in dst[valid].iter_mut().enumerate() {
-                    *d = src[ix0 + i * s];
+                for (d, x) in dst[valid].iter_mut().zip(src.iter().step_by(s)) {
+                    *d = *x;
                 }
             }
         });
     }
 
-    /// Adds the columns of one image back onto `dx`: the transpose of [`Self::im2col`].
-    fn col2im(&self, cols: &[f32], ld: usize, col0: usize, dx: &mut [f32]) {
+    /// [`Self::col2im`] one output row at a time, for any stride and padding.
+    fn col2im_by_rows(&self, cols: &[f32], ld: usize, col0: usize, dx: &mut [f32]) {
         let (ow, s) = (self.ow(), self.stride);
-        self.for_each_row(|row, kx, oy, src| {
+        self.for_each_row(|row, oy, src, valid, ix0| {
             let Some(src) = src else { return };
-            let (valid, ix0) = self.valid_columns(kx);
             let col = &cols[row * ld + col0 + oy * ow..][..ow];
-            let dst = &mut dx[src..src + self.w];
-            for (i, c) in col[valid].iter().enumerate() {
-                dst[ix0 + i * s] += c;
+            let dst = &mut dx[src + ix0..src + self.w];
+            if s == 1 {
+                let n = valid.len();
+                dst[..n]
+                    .iter_mut()
+                    .zip(&col[valid])
+                    .for_each(|(d, c)| *d += c);
+            } else {
+                for (d, c) in dst.iter_mut().step_by(s).zip(&col[valid]) {
+                    *d += c;
+                }
             }
         });
     }
 }
 
 impl Geometry {
-    /// One chunk of images: writes its input gradient into `dx` and adds its weight gradient
-    /// onto `dw`.
-    fn backward_chunk(&self, w: &[f32], (x, dy): (&[f32], &[f32]), dx: &mut [f32], dw: &mut [f32]) {
+    /// One chunk of images: the forward output `y` (`[nb, C_out, P]`) of the images `x`.
+    fn forward_chunk(&self, w: &[f32], x: &[f32], y: &mut [f32], ws: &mut Workspace) {
         let (k, p) = (self.k(), self.p());
         let nb = x.len() / self.in_len();
         let ld = nb * p;
-        let mut dyt = vec![0f32; self.c_out * ld];
-        gather_chunk(self, dy, nb, &mut dyt);
-        let mut cols = vec![0f32; k * ld];
-        // Input gradient: cols = Wᵀ · dy, folded back onto the images.
+        let [cols, out] = ws.buffers([k * ld, if nb == 1 { 0 } else { self.c_out * ld }]);
+        for (j, x) in x.chunks(self.in_len()).enumerate() {
+            self.im2col(x, cols, ld, j * p);
+        }
+        // A single image's `[C_out, P]` is already the GEMM's layout: no copy.
+        let dst = if nb == 1 { &mut *y } else { &mut *out };
         gemm(
-            (k, ld, self.c_out),
-            &mut cols,
+            (self.c_out, ld, k),
+            dst,
             ld,
             false,
             w,
-            (1, k),
-            &dyt,
+            (k, 1),
+            cols,
             (ld, 1),
         );
-        for (j, dx) in dx.chunks_mut(self.in_len()).enumerate() {
-            self.col2im(&cols, ld, j * p, dx);
+        if nb > 1 {
+            for (j, y) in y.chunks_mut(self.out_len()).enumerate() {
+                for co in 0..self.c_out {
+                    y[co * p..][..p].copy_from_slice(&out[co * ld + j * p..][..p]);
+                }
+            }
         }
-        // Weight gradient: dW += dy · colsᵀ, with the columns of x this time.
+    }
+
+    /// One chunk of images: writes its input gradient into `dx` and adds its weight gradient,
+    /// transposed (`[K, C_out]`), onto `dwt`.
+    fn backward_chunk(
+        &self,
+        w: &[f32],
+        (x, dy): (&[f32], &[f32]),
+        dx: &mut [f32],
+        dwt: &mut [f32],
+        ws: &mut Workspace,
+    ) {
+        let (k, p, c_out) = (self.k(), self.p(), self.c_out);
+        let nb = x.len() / self.in_len();
+        let ld = nb * p;
+        let gathered = if nb == 1 { 0 } else { c_out * ld };
+        let [cols, dy_gathered, dy_t] = ws.buffers([k * ld, gathered, c_out * ld]);
+        // Input gradient: cols = Wᵀ · dy, folded back onto the images. A single image's dy is
+        // already `[C_out, P]`.
+        let dy_rows = if nb == 1 {
+            dy
+        } else {
+            gather_chunk(self, dy, nb, dy_gathered);
+            &*dy_gathered
+        };
+        gemm((k, ld, c_out), cols, ld, false, w, (1, k), dy_rows, (ld, 1));
+        for (j, dx) in dx.chunks_mut(self.in_len()).enumerate() {
+            self.col2im(cols, ld, j * p, dx);
+        }
+        // Weight gradient: dWᵀ += cols · dyᵀ, with the columns of x this time. Computed as
+        // `dy · colsᵀ` the GEMM would pack both operands against their memory order, 3-5x slower
+        // on the early layers; with dy transposed it reads each along its rows.
         for (j, x) in x.chunks(self.in_len()).enumerate() {
-            self.im2col(x, &mut cols, ld, j * p);
+            self.im2col(x, cols, ld, j * p);
+        }
+        for (j, dy) in dy.chunks(self.out_len()).enumerate() {
+            transpose(dy, c_out, p, &mut dy_t[j * p * c_out..][..p * c_out]);
         }
         gemm(
-            (self.c_out, k, ld),
-            dw,
-            k,
+            (k, c_out, ld),
+            dwt,
+            c_out,
             true,
-            &dyt,
+            cols,
             (ld, 1),
-            &cols,
-            (1, ld),
+            dy_t,
+            (c_out, 1),
         );
+    }
+}
+
+/// Scratch buffers of one rayon thread, grown to the largest layer and kept across calls and
+/// steps: fresh ones cost an allocation and page faults per chunk.
+#[derive(Default)]
+struct Workspace(Vec<f32>);
+
+impl Workspace {
+    /// Runs `f` with this thread's workspace.
+    fn with<R>(f: impl FnOnce(&mut Workspace) -> R) -> R {
+        thread_local! {
+            static WORKSPACE: std::cell::RefCell<Workspace> = Default::default();
+        }
+        WORKSPACE.with_borrow_mut(f)
+    }
+
+    /// `N` disjoint buffers of the given lengths, with whatever values they held before: every
+    /// caller writes them in full before reading.
+    fn buffers<const N: usize>(&mut self, lens: [usize; N]) -> [&mut [f32]; N] {
+        let total = lens.iter().sum();
+        if self.0.len() < total {
+            self.0.resize(total, 0.0);
+        }
+        let mut rest = &mut self.0[..];
+        lens.map(|len| {
+            let (head, tail) = std::mem::take(&mut rest).split_at_mut(len);
+            rest = tail;
+            head
+        })
+    }
+}
+
+/// `dst [cols, rows] = srcᵀ` for `src [rows, cols]`, in tiles that stay in cache.
+fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
+    const TILE: usize = 32;
+    for r0 in (0..rows).step_by(TILE) {
+        for c0 in (0..cols).step_by(TILE) {
+            for r in r0..(r0 + TILE).min(rows) {
+                for c in c0..(c0 + TILE).min(cols) {
+                    dst[c * rows + r] = src[r * cols + c];
+                }
+            }
+        }
     }
 }
 
@@ -299,34 +489,11 @@ impl CustomOp2 for Conv2d {
             contiguous(xs, xl, self.name())?,
             contiguous(ws, wl, self.name())?,
         );
-        let (k, p, nb) = (g.k(), g.p(), g.chunk());
+        let nb = g.chunk();
         let mut y = vec![0f32; g.batch * g.out_len()];
         y.par_chunks_mut(nb * g.out_len())
             .zip(x.par_chunks(nb * g.in_len()))
-            .for_each(|(y, x)| {
-                let nb = x.len() / g.in_len();
-                let ld = nb * p;
-                let mut cols = vec![0f32; k * ld];
-                for (j, x) in x.chunks(g.in_len()).enumerate() {
-                    g.im2col(x, &mut cols, ld, j * p);
-                }
-                let mut out = vec![0f32; g.c_out * ld];
-                gemm(
-                    (g.c_out, ld, k),
-                    &mut out,
-                    ld,
-                    false,
-                    w,
-                    (k, 1),
-                    &cols,
-                    (ld, 1),
-                );
-                for (j, y) in y.chunks_mut(g.out_len()).enumerate() {
-                    for co in 0..g.c_out {
-                        y[co * p..][..p].copy_from_slice(&out[co * ld + j * p..][..p]);
-                    }
-                }
-            });
+            .for_each(|(y, x)| Workspace::with(|ws| g.forward_chunk(w, x, y, ws)));
         Ok((
             CpuStorage::F32(y),
             Shape::from((g.batch, g.c_out, g.oh(), g.ow())),
@@ -396,19 +563,25 @@ impl candle_core::CustomOp3 for Conv2dBackward {
             .zip(x.par_chunks(group * g.in_len()))
             .zip(dy.par_chunks(group * g.out_len()))
             .map(|((dx, x), dy)| {
-                let mut dw = vec![0f32; w_len];
+                let mut dwt = vec![0f32; w_len];
                 let chunks = dx
                     .chunks_mut(nb * g.in_len())
                     .zip(x.chunks(nb * g.in_len()))
                     .zip(dy.chunks(nb * g.out_len()));
-                for ((dx, x), dy) in chunks {
-                    g.backward_chunk(w, (x, dy), dx, &mut dw);
-                }
-                dw
+                Workspace::with(|ws| {
+                    for ((dx, x), dy) in chunks {
+                        g.backward_chunk(w, (x, dy), dx, &mut dwt, ws);
+                    }
+                });
+                dwt
             })
             .collect();
-        for partial in &partials {
-            dw_out.iter_mut().zip(partial).for_each(|(a, b)| *a += b);
+        let mut partials = partials.into_iter();
+        if let Some(mut dwt) = partials.next() {
+            for partial in partials {
+                dwt.iter_mut().zip(&partial).for_each(|(a, b)| *a += b);
+            }
+            transpose(&dwt, k, g.c_out, dw_out);
         }
         let len = out.len();
         Ok((CpuStorage::F32(out), Shape::from(len)))
@@ -450,7 +623,8 @@ mod tests {
 
     #[test]
     fn matches_candle_forward_and_backward() {
-        // (input, kernel, stride, padding): odd sizes, batch 1, strides 1/2, kernels 1/3/7.
+        // (input, kernel, stride, padding): odd sizes, batch 1, strides 1/2, kernels 1/3/5/7, inputs
+        // smaller than the kernel; stride 1 with "same" padding takes the shifted-plane path.
         let cases: &[(&[usize], &[usize], usize, usize)] = &[
             (&[2, 3, 8, 8], &[4, 3, 3, 3], 1, 1),
             (&[1, 5, 7, 9], &[6, 5, 3, 3], 2, 1),
@@ -460,6 +634,9 @@ mod tests {
             (&[1, 2, 5, 5], &[2, 2, 3, 3], 1, 0),
             (&[9, 8, 2, 2], &[16, 8, 3, 3], 1, 1),
             (&[2, 2, 3, 3], &[2, 2, 3, 3], 2, 1),
+            (&[2, 3, 2, 3], &[4, 3, 7, 7], 1, 3),
+            (&[3, 2, 7, 5], &[3, 2, 5, 5], 1, 2),
+            (&[1, 2, 1, 1], &[3, 2, 5, 5], 2, 2),
         ];
         for &(x, w, s, p) in cases {
             for (what, (ours, theirs)) in ["output", "input grad", "weight grad"]
