@@ -56,7 +56,11 @@ pub fn batch_norm_add_relu(
 }
 
 /// `[γ; β]` as one `[2, C]` tensor, where the fused op applies: training mode, f32 on the CPU.
-fn fused_affine(bn: &candle_nn::BatchNorm, x: &Tensor, train: bool) -> Result<Option<Tensor>> {
+pub(super) fn fused_affine(
+    bn: &candle_nn::BatchNorm,
+    x: &Tensor,
+    train: bool,
+) -> Result<Option<Tensor>> {
     let fused = train && x.device().is_cpu() && x.dtype() == DType::F32 && x.rank() >= 2;
     match bn.weight_and_bias().filter(|_| fused) {
         Some((gamma, beta)) => Ok(Some(Tensor::stack(&[gamma, beta], 0)?)),
@@ -90,17 +94,33 @@ fn train_op(
 
 /// What the forward pass leaves for the backward pass and the running statistics.
 #[derive(Debug, Clone, Default)]
-struct Stats {
+pub(super) struct Stats {
     mean: Vec<f32>,
     /// Biased variance, as the normalisation uses.
     var: Vec<f32>,
     inv_std: Vec<f32>,
     gamma: Vec<f32>,
+    beta: Vec<f32>,
     /// Values per channel, `N·H·W`.
     count: usize,
 }
 
-fn update_running(bn: &candle_nn::BatchNorm, stats: &Stats) -> Result<()> {
+impl Stats {
+    /// Per channel `(γ / sqrt(σ² + ε), β − μ γ / sqrt(σ² + ε))`: the normalisation as one
+    /// multiply-add, in the order the forward computes it (the ReLU mask of the backward
+    /// depends on the exact bits).
+    pub(super) fn scale_shift(&self) -> (Vec<f32>, Vec<f32>) {
+        let scale: Vec<f32> = (self.gamma.iter().zip(&self.inv_std))
+            .map(|(g, s)| g * s)
+            .collect();
+        let shift = (self.beta.iter().zip(&self.mean).zip(&scale))
+            .map(|((b, m), a)| b - m * a)
+            .collect();
+        (scale, shift)
+    }
+}
+
+pub(super) fn update_running(bn: &candle_nn::BatchNorm, stats: &Stats) -> Result<()> {
     let m = bn.momentum();
     let unbias = stats.count as f64 / (stats.count as f64 - 1.0).max(1.0);
     let blend = |running: &Tensor, batch: &[f32], scale: f64| -> Result<()> {
@@ -113,7 +133,7 @@ fn update_running(bn: &candle_nn::BatchNorm, stats: &Stats) -> Result<()> {
 }
 
 /// `(channels, values per channel within one sample)` of an `[N, C, ...]` layout.
-fn planes(l: &Layout) -> Result<(usize, usize, usize)> {
+pub(super) fn planes(l: &Layout) -> Result<(usize, usize, usize)> {
     let dims = l.dims();
     if dims.len() < 2 {
         candle_core::bail!("batch-norm: input must be [N, C, ...], is {dims:?}");
@@ -121,7 +141,7 @@ fn planes(l: &Layout) -> Result<(usize, usize, usize)> {
     Ok((dims[0], dims[1], dims[2..].iter().product()))
 }
 
-fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
+pub(super) fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
     match l.contiguous_offsets() {
         Some((a, b)) => Ok(&s.as_slice::<f32>()?[a..b]),
         None => candle_core::bail!("batch-norm: expects contiguous inputs"),
@@ -154,30 +174,22 @@ fn normalise(
     relu: bool,
     eps: f32,
 ) -> Result<(Vec<f32>, Stats)> {
-    let (n, c, hw) = dims;
+    let (_, c, hw) = dims;
     if gamma.len() != c || beta.len() != c {
         candle_core::bail!("batch-norm: {c} channels but {} weights", gamma.len());
     }
     if residual.is_some_and(|r| r.len() != x.len()) {
         candle_core::bail!("batch-norm: residual and input differ in size");
     }
-    let count = n * hw;
-    let sums = per_channel(dims, |_, r| (x[r].iter().sum(), 0.0));
-    let mean: Vec<f32> = sums.iter().map(|s| (s.0 / count as f64) as f32).collect();
-    let sq = per_channel(dims, |ch, r| {
-        let m = mean[ch];
-        (x[r].iter().map(|v| (v - m) * (v - m)).sum(), 0.0)
-    });
-    let var: Vec<f32> = sq.iter().map(|s| (s.0 / count as f64) as f32).collect();
-    let inv_std: Vec<f32> = var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
+    let stats = batch_stats(dims, x, (gamma, beta), eps);
+    let (scale, shift) = stats.scale_shift();
     let mut y = vec![0f32; x.len()];
     y.par_chunks_mut(c * hw)
         .zip(x.par_chunks(c * hw))
         .enumerate()
         .for_each(|(sample, (y, x))| {
             for ch in 0..c {
-                let a = gamma[ch] * inv_std[ch];
-                let b = beta[ch] - mean[ch] * a;
+                let (a, b) = (scale[ch], shift[ch]);
                 let (y, x) = (&mut y[ch * hw..][..hw], &x[ch * hw..][..hw]);
                 for (y, x) in y.iter_mut().zip(x) {
                     *y = x * a + b;
@@ -191,14 +203,34 @@ fn normalise(
                 }
             }
         });
-    let stats = Stats {
+    Ok((y, stats))
+}
+
+/// Batch mean and variance of `x` per channel, with the affine parameters.
+pub(super) fn batch_stats(
+    dims: (usize, usize, usize),
+    x: &[f32],
+    (gamma, beta): (&[f32], &[f32]),
+    eps: f32,
+) -> Stats {
+    let (n, _, hw) = dims;
+    let count = n * hw;
+    let sums = per_channel(dims, |_, r| (x[r].iter().sum(), 0.0));
+    let mean: Vec<f32> = sums.iter().map(|s| (s.0 / count as f64) as f32).collect();
+    let sq = per_channel(dims, |ch, r| {
+        let m = mean[ch];
+        (x[r].iter().map(|v| (v - m) * (v - m)).sum(), 0.0)
+    });
+    let var: Vec<f32> = sq.iter().map(|s| (s.0 / count as f64) as f32).collect();
+    let inv_std = var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
+    Stats {
         mean,
         var,
         inv_std,
         gamma: gamma.to_vec(),
+        beta: beta.to_vec(),
         count,
-    };
-    Ok((y, stats))
+    }
 }
 
 /// Training-mode BatchNorm over `(x, [γ; β])` (then ReLU if `relu`), and over
@@ -244,7 +276,12 @@ impl BatchNormTrain {
             .transpose()?;
         Ok((
             packed.narrow(0, 0, len)?.reshape(x.shape())?,
-            packed.narrow(0, len, affine_len)?.reshape(affine.shape())?,
+            // Its own storage: the parameters' gradients live until the optimiser step, and a
+            // view would keep the full-size input gradients of the packed buffer alive as long.
+            packed
+                .narrow(0, len, affine_len)?
+                .reshape(affine.shape())?
+                .force_contiguous()?,
             d_residual,
         ))
     }
@@ -330,66 +367,97 @@ impl CustomOp3 for BatchNormBackward {
         dl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let dims = planes(xl)?;
-        let (_, c, hw) = dims;
         let (x, y, dy) = (slice(xs, xl)?, slice(ys, yl)?, slice(ds, dl)?);
-        let Stats {
-            mean,
-            inv_std,
-            gamma,
-            count,
-            ..
-        } = &self.stats;
-        let relu = self.relu;
-        let g = |y: f32, dy: f32| if relu && y <= 0.0 { 0.0 } else { dy };
-        // Per channel: dβ = Σ g and dγ = Σ g x̂.
-        let sums = per_channel(dims, |ch, r| {
-            let (m, s) = (mean[ch], inv_std[ch]);
-            r.map(|i| {
-                let gi = g(y[i], dy[i]);
-                (gi, gi * (x[i] - m) * s)
-            })
-            .fold((0.0, 0.0), |(a, b), (da, db)| (a + da, b + db))
-        });
         let residual_len = if self.residual_grad { x.len() } else { 0 };
-        let mut out = vec![0f32; x.len() + 2 * c + residual_len];
+        let mut out = vec![0f32; x.len() + 2 * dims.1 + residual_len];
         let (dx, rest) = out.split_at_mut(x.len());
-        let (affine, d_residual) = rest.split_at_mut(2 * c);
-        let m = *count as f64;
-        dx.par_chunks_mut(c * hw)
-            .zip(x.par_chunks(c * hw).zip(y.par_chunks(c * hw)))
-            .zip(dy.par_chunks(c * hw))
-            .for_each(|((dx, (x, y)), dy)| {
-                for ch in 0..c {
-                    let k = gamma[ch] * inv_std[ch];
-                    let (gm, gxm) = ((sums[ch].0 / m) as f32, (sums[ch].1 / m) as f32);
-                    let (mu, s) = (mean[ch], inv_std[ch]);
-                    let r = ch * hw..(ch + 1) * hw;
-                    let dx = &mut dx[r.clone()];
-                    for (((dx, &x), &y), &dy) in dx
-                        .iter_mut()
-                        .zip(&x[r.clone()])
-                        .zip(&y[r.clone()])
-                        .zip(&dy[r.clone()])
-                    {
-                        *dx = k * (g(y, dy) - gm - (x - mu) * s * gxm);
-                    }
-                }
-            });
-        for (ch, (db, dg)) in sums.iter().enumerate() {
-            affine[ch] = *dg as f32;
-            affine[c + ch] = *db as f32;
+        let (d_affine, d_residual) = rest.split_at_mut(2 * dims.1);
+        dx.copy_from_slice(dy);
+        if self.relu {
+            mask_by_output(dx, y);
         }
-        d_residual
-            .par_chunks_mut(c * hw)
-            .zip(y.par_chunks(c * hw).zip(dy.par_chunks(c * hw)))
-            .for_each(|(d, (y, dy))| {
-                for ((d, &y), &dy) in d.iter_mut().zip(y).zip(dy) {
-                    *d = g(y, dy);
-                }
-            });
+        if self.residual_grad {
+            d_residual.copy_from_slice(dx);
+        }
+        backward_in_place(dims, x, &self.stats, dx, d_affine);
         let len = out.len();
         Ok((CpuStorage::F32(out), Shape::from(len)))
     }
+}
+
+/// The closed-form backward over `x`, in place: `grad` holds the gradient at the normalised
+/// output (ReLU mask already applied) on entry and `dx` on return; `[dγ; dβ]` go to `d_affine`.
+pub(super) fn backward_in_place(
+    dims: (usize, usize, usize),
+    x: &[f32],
+    stats: &Stats,
+    grad: &mut [f32],
+    d_affine: &mut [f32],
+) {
+    let (_, c, hw) = dims;
+    let Stats {
+        mean,
+        inv_std,
+        gamma,
+        count,
+        ..
+    } = stats;
+    // Per channel: dβ = Σ g and dγ = Σ g x̂.
+    let g = &*grad;
+    let sums = per_channel(dims, |ch, r| {
+        let (m, s) = (mean[ch], inv_std[ch]);
+        (g[r.clone()].iter().zip(&x[r]))
+            .fold((0.0, 0.0), |(a, b), (&g, &x)| (a + g, b + g * (x - m) * s))
+    });
+    let m = *count as f64;
+    grad.par_chunks_mut(c * hw)
+        .zip(x.par_chunks(c * hw))
+        .for_each(|(grad, x)| {
+            for ch in 0..c {
+                let k = gamma[ch] * inv_std[ch];
+                let (gm, gxm) = ((sums[ch].0 / m) as f32, (sums[ch].1 / m) as f32);
+                let (mu, s) = (mean[ch], inv_std[ch]);
+                let (grad, x) = (&mut grad[ch * hw..][..hw], &x[ch * hw..][..hw]);
+                for (d, &x) in grad.iter_mut().zip(x) {
+                    *d = k * (*d - gm - (x - mu) * s * gxm);
+                }
+            }
+        });
+    for (ch, (db, dg)) in sums.iter().enumerate() {
+        d_affine[ch] = *dg as f32;
+        d_affine[c + ch] = *db as f32;
+    }
+}
+
+/// Zeroes `grad` where the ReLU's output `y` was clipped.
+fn mask_by_output(grad: &mut [f32], y: &[f32]) {
+    grad.par_chunks_mut(1 << 16)
+        .zip(y.par_chunks(1 << 16))
+        .for_each(|(g, y)| {
+            for (g, &y) in g.iter_mut().zip(y) {
+                *g = if y > 0.0 { *g } else { 0.0 };
+            }
+        });
+}
+
+/// Zeroes `grad` where `relu(scale·x + shift)`, per channel, was clipped.
+pub(super) fn mask_by_input(
+    (_, c, hw): (usize, usize, usize),
+    grad: &mut [f32],
+    x: &[f32],
+    (scale, shift): (&[f32], &[f32]),
+) {
+    grad.par_chunks_mut(c * hw)
+        .zip(x.par_chunks(c * hw))
+        .for_each(|(grad, x)| {
+            for ch in 0..c {
+                let (a, b) = (scale[ch], shift[ch]);
+                let (grad, x) = (&mut grad[ch * hw..][..hw], &x[ch * hw..][..hw]);
+                for (g, &x) in grad.iter_mut().zip(x) {
+                    *g = if x * a + b > 0.0 { *g } else { 0.0 };
+                }
+            }
+        });
 }
 
 #[cfg(test)]

@@ -42,7 +42,7 @@ struct Conv2d {
 
 /// Everything the kernels need about one convolution.
 #[derive(Debug, Clone, Copy)]
-struct Geometry {
+pub(super) struct Geometry {
     batch: usize,
     c_in: usize,
     h: usize,
@@ -55,7 +55,7 @@ struct Geometry {
 }
 
 impl Geometry {
-    fn new(x: &Layout, w: &Layout, stride: usize, pad: usize) -> Result<Self> {
+    pub(super) fn new(x: &Layout, w: &Layout, stride: usize, pad: usize) -> Result<Self> {
         let (batch, c_in, h, width) = x.shape().dims4()?;
         let (c_out, wc_in, kh, kw) = w.shape().dims4()?;
         if batch == 0 || wc_in != c_in || h + 2 * pad < kh || width + 2 * pad < kw || stride == 0 {
@@ -78,6 +78,11 @@ impl Geometry {
         })
     }
 
+    /// `[B, C_out, OH, OW]`.
+    pub(super) fn out_shape(&self) -> Shape {
+        Shape::from((self.batch, self.c_out, self.oh(), self.ow()))
+    }
+
     fn oh(&self) -> usize {
         (self.h + 2 * self.pad - self.kh) / self.stride + 1
     }
@@ -96,11 +101,11 @@ impl Geometry {
         self.oh() * self.ow()
     }
 
-    fn in_len(&self) -> usize {
+    pub(super) fn in_len(&self) -> usize {
         self.c_in * self.h * self.w
     }
 
-    fn out_len(&self) -> usize {
+    pub(super) fn out_len(&self) -> usize {
         self.c_out * self.p()
     }
 
@@ -213,10 +218,18 @@ impl Geometry {
         }
     }
 
-    /// Writes the columns of one image into `cols` (`K` rows of stride `ld`, from column `col0`).
-    fn im2col(&self, x: &[f32], cols: &mut [f32], ld: usize, col0: usize) {
+    /// Writes the columns of one image into `cols` (`K` rows of stride `ld`, from column `col0`),
+    /// passing each input value through `act` if given (the padding stays zero).
+    fn im2col(
+        &self,
+        x: &[f32],
+        act: Option<&InputActivation>,
+        cols: &mut [f32],
+        ld: usize,
+        col0: usize,
+    ) {
         if !self.is_same_shape() {
-            return self.im2col_by_rows(x, cols, ld, col0);
+            return self.im2col_by_rows(x, act, cols, ld, col0);
         }
         let p = self.p();
         self.for_each_plane(|row, ky, kx, plane| {
@@ -225,6 +238,9 @@ impl Geometry {
             dst[..span.start].fill(0.0);
             dst[span.end..].fill(0.0);
             dst[span.clone()].copy_from_slice(&x[Self::shifted(&span, plane, shift)]);
+            if let Some(act) = act {
+                act.apply(row / (self.kh * self.kw), &mut dst[span]);
+            }
             self.zero_padding_columns(dst, rows, kx);
         });
     }
@@ -246,7 +262,14 @@ impl Geometry {
     }
 
     /// [`Self::im2col`] one output row at a time, for any stride and padding.
-    fn im2col_by_rows(&self, x: &[f32], cols: &mut [f32], ld: usize, col0: usize) {
+    fn im2col_by_rows(
+        &self,
+        x: &[f32],
+        act: Option<&InputActivation>,
+        cols: &mut [f32],
+        ld: usize,
+        col0: usize,
+    ) {
         let (ow, s) = (self.ow(), self.stride);
         self.for_each_row(|row, oy, src, valid, ix0| {
             let dst = &mut cols[row * ld + col0 + oy * ow..][..ow];
@@ -260,9 +283,12 @@ impl Geometry {
             if s == 1 {
                 dst[valid.clone()].copy_from_slice(&src[..valid.len()]);
             } else {
-                for (d, x) in dst[valid].iter_mut().zip(src.iter().step_by(s)) {
+                for (d, x) in dst[valid.clone()].iter_mut().zip(src.iter().step_by(s)) {
                     *d = *x;
                 }
+            }
+            if let Some(act) = act {
+                act.apply(row / (self.kh * self.kw), &mut dst[valid]);
             }
         });
     }
@@ -291,13 +317,19 @@ impl Geometry {
 
 impl Geometry {
     /// One chunk of images: the forward output `y` (`[nb, C_out, P]`) of the images `x`.
-    fn forward_chunk(&self, w: &[f32], x: &[f32], y: &mut [f32], ws: &mut Workspace) {
+    fn forward_chunk(
+        &self,
+        w: &[f32],
+        (x, act): (&[f32], Option<&InputActivation>),
+        y: &mut [f32],
+        ws: &mut Workspace,
+    ) {
         let (k, p) = (self.k(), self.p());
         let nb = x.len() / self.in_len();
         let ld = nb * p;
         let [cols, out] = ws.buffers([k * ld, if nb == 1 { 0 } else { self.c_out * ld }]);
         for (j, x) in x.chunks(self.in_len()).enumerate() {
-            self.im2col(x, cols, ld, j * p);
+            self.im2col(x, act, cols, ld, j * p);
         }
         // A single image's `[C_out, P]` is already the GEMM's layout: no copy.
         let dst = if nb == 1 { &mut *y } else { &mut *out };
@@ -325,7 +357,7 @@ impl Geometry {
     fn backward_chunk(
         &self,
         w: &[f32],
-        (x, dy): (&[f32], &[f32]),
+        (x, act, dy): (&[f32], Option<&InputActivation>, &[f32]),
         dx: &mut [f32],
         dwt: &mut [f32],
         ws: &mut Workspace,
@@ -351,7 +383,7 @@ impl Geometry {
         // `dy · colsᵀ` the GEMM would pack both operands against their memory order, 3-5x slower
         // on the early layers; with dy transposed it reads each along its rows.
         for (j, x) in x.chunks(self.in_len()).enumerate() {
-            self.im2col(x, cols, ld, j * p);
+            self.im2col(x, act, cols, ld, j * p);
         }
         for (j, dy) in dy.chunks(self.out_len()).enumerate() {
             transpose(dy, c_out, p, &mut dy_t[j * p * c_out..][..p * c_out]);
@@ -410,6 +442,79 @@ fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
                 }
             }
         }
+    }
+}
+
+/// A per-channel `max(scale·x + shift, 0)` applied to a conv's input as im2col reads it: the
+/// BatchNorm+ReLU before the conv, fused into it (see `bn_relu_conv`).
+pub(super) struct InputActivation {
+    pub scale: Vec<f32>,
+    pub shift: Vec<f32>,
+}
+
+impl InputActivation {
+    fn apply(&self, channel: usize, values: &mut [f32]) {
+        let (a, b) = (self.scale[channel], self.shift[channel]);
+        values.iter_mut().for_each(|v| *v = (*v * a + b).max(0.0));
+    }
+}
+
+/// The convolution of the images `x` (through `act` if given) with `w`: `[B, C_out, OH, OW]`.
+pub(super) fn forward(
+    g: &Geometry,
+    x: &[f32],
+    act: Option<&InputActivation>,
+    w: &[f32],
+) -> Vec<f32> {
+    let nb = g.chunk();
+    let mut y = vec![0f32; g.batch * g.out_len()];
+    y.par_chunks_mut(nb * g.out_len())
+        .zip(x.par_chunks(nb * g.in_len()))
+        .for_each(|(y, x)| Workspace::with(|ws| g.forward_chunk(w, (x, act), y, ws)));
+    y
+}
+
+/// The gradients of [`forward`] for the output gradient `dy`: the input's (of the activated
+/// input when `act` is given) into `dx`, which must be zero, and the weight's into `dw_out`.
+pub(super) fn backward(
+    g: &Geometry,
+    (x, act): (&[f32], Option<&InputActivation>),
+    w: &[f32],
+    dy: &[f32],
+    dx: &mut [f32],
+    dw_out: &mut [f32],
+) {
+    let (k, nb) = (g.k(), g.chunk());
+    let w_len = g.c_out * k;
+    // The weight gradient is summed per group of chunks, each group in order, then over the
+    // groups in order: the same bits whatever rayon's scheduling, so a resumed run repeats
+    // an uninterrupted one. (A rayon fold/reduce sums in whatever order work was stolen.)
+    let chunks = g.batch.div_ceil(nb);
+    let group = chunks.div_ceil(chunks.min(MAX_WEIGHT_PARTIALS)) * nb;
+    let partials: Vec<Vec<f32>> = dx
+        .par_chunks_mut(group * g.in_len())
+        .zip(x.par_chunks(group * g.in_len()))
+        .zip(dy.par_chunks(group * g.out_len()))
+        .map(|((dx, x), dy)| {
+            let mut dwt = vec![0f32; w_len];
+            let chunks = dx
+                .chunks_mut(nb * g.in_len())
+                .zip(x.chunks(nb * g.in_len()))
+                .zip(dy.chunks(nb * g.out_len()));
+            Workspace::with(|ws| {
+                for ((dx, x), dy) in chunks {
+                    g.backward_chunk(w, (x, act, dy), dx, &mut dwt, ws);
+                }
+            });
+            dwt
+        })
+        .collect();
+    let mut partials = partials.into_iter();
+    if let Some(mut dwt) = partials.next() {
+        for partial in partials {
+            dwt.iter_mut().zip(&partial).for_each(|(a, b)| *a += b);
+        }
+        transpose(&dwt, k, g.c_out, dw_out);
     }
 }
 
@@ -489,15 +594,8 @@ impl CustomOp2 for Conv2d {
             contiguous(xs, xl, self.name())?,
             contiguous(ws, wl, self.name())?,
         );
-        let nb = g.chunk();
-        let mut y = vec![0f32; g.batch * g.out_len()];
-        y.par_chunks_mut(nb * g.out_len())
-            .zip(x.par_chunks(nb * g.in_len()))
-            .for_each(|(y, x)| Workspace::with(|ws| g.forward_chunk(w, x, y, ws)));
-        Ok((
-            CpuStorage::F32(y),
-            Shape::from((g.batch, g.c_out, g.oh(), g.ow())),
-        ))
+        let y = forward(&g, x, None, w);
+        Ok((CpuStorage::F32(y), g.out_shape()))
     }
 
     fn bwd(
@@ -515,9 +613,12 @@ impl CustomOp2 for Conv2d {
         // One op yields both gradients, packed end to end: they share the pass over the batch.
         let both = x.apply_op3_no_bwd(w, &dy, &back)?;
         let dx = both.narrow(0, 0, x.elem_count())?.reshape(x.shape())?;
+        // The weight gradient lives until the optimiser step; as a view it would keep the
+        // whole packed buffer, the input gradient included, alive until then.
         let dw = both
             .narrow(0, x.elem_count(), w.elem_count())?
-            .reshape(w.shape())?;
+            .reshape(w.shape())?
+            .force_contiguous()?;
         Ok((Some(dx), Some(dw)))
     }
 }
@@ -549,40 +650,9 @@ impl candle_core::CustomOp3 for Conv2dBackward {
             contiguous(ws, wl, name)?,
             contiguous(dys, dyl, name)?,
         );
-        let (k, nb) = (g.k(), g.chunk());
-        let w_len = g.c_out * k;
-        let mut out = vec![0f32; g.batch * g.in_len() + w_len];
-        let (dx, dw_out) = out.split_at_mut(g.batch * g.in_len());
-        // The weight gradient is summed per group of chunks, each group in order, then over the
-        // groups in order: the same bits whatever rayon's scheduling, so a resumed run repeats
-        // an uninterrupted one. (A rayon fold/reduce sums in whatever order work was stolen.)
-        let chunks = g.batch.div_ceil(nb);
-        let group = chunks.div_ceil(chunks.min(MAX_WEIGHT_PARTIALS)) * nb;
-        let partials: Vec<Vec<f32>> = dx
-            .par_chunks_mut(group * g.in_len())
-            .zip(x.par_chunks(group * g.in_len()))
-            .zip(dy.par_chunks(group * g.out_len()))
-            .map(|((dx, x), dy)| {
-                let mut dwt = vec![0f32; w_len];
-                let chunks = dx
-                    .chunks_mut(nb * g.in_len())
-                    .zip(x.chunks(nb * g.in_len()))
-                    .zip(dy.chunks(nb * g.out_len()));
-                Workspace::with(|ws| {
-                    for ((dx, x), dy) in chunks {
-                        g.backward_chunk(w, (x, dy), dx, &mut dwt, ws);
-                    }
-                });
-                dwt
-            })
-            .collect();
-        let mut partials = partials.into_iter();
-        if let Some(mut dwt) = partials.next() {
-            for partial in partials {
-                dwt.iter_mut().zip(&partial).for_each(|(a, b)| *a += b);
-            }
-            transpose(&dwt, k, g.c_out, dw_out);
-        }
+        let mut out = vec![0f32; g.batch * g.in_len() + g.c_out * g.k()];
+        let (dx, dw) = out.split_at_mut(g.batch * g.in_len());
+        backward(&g, (x, None), w, dy, dx, dw);
         let len = out.len();
         Ok((CpuStorage::F32(out), Shape::from(len)))
     }

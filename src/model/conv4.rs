@@ -4,7 +4,7 @@
 use candle_core::{Result, Tensor};
 use candle_nn::{batch_norm, conv2d_no_bias, BatchNorm, Conv2d, Conv2dConfig, VarBuilder};
 
-use super::conv_bn;
+use super::{batch_norm_relu, bn_relu_conv, conv2d};
 
 pub struct Conv4 {
     layers: Vec<(Conv2d, BatchNorm)>,
@@ -37,8 +37,13 @@ impl Conv4 {
     }
 
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        self.layers.iter().try_fold(x.clone(), |x, (conv, bn)| {
-            conv_bn(conv, bn, &x, train, true)
-        })
+        let ((first_conv, first_bn), rest) = self.layers.split_first().expect("four layers");
+        let mut z = conv2d(first_conv, x)?;
+        let mut bn = first_bn;
+        for (conv, next_bn) in rest {
+            z = bn_relu_conv(bn, &z, conv, train)?;
+            bn = next_bn;
+        }
+        batch_norm_relu(bn, &z, train, true)
     }
 }

@@ -4,6 +4,7 @@
 //! before the projector, whose BatchNorm then sees all K·B rows.
 
 pub mod batch_norm;
+pub mod bn_relu_conv;
 pub mod conv2d;
 pub mod conv4;
 pub mod projector;
@@ -228,29 +229,58 @@ pub(crate) fn conv_bn(
     train: bool,
     relu: bool,
 ) -> Result<Tensor> {
-    if candle_ops_only() {
-        let y = bn.forward_t(&conv.forward(x)?, train)?;
-        return if relu { y.relu() } else { Ok(y) };
-    }
-    let cfg = conv.config();
-    let y = conv2d::conv2d(x, conv.weight(), cfg.stride, cfg.padding)?;
-    batch_norm::batch_norm(bn, &y, train, relu)
+    batch_norm_relu(bn, &conv2d(conv, x)?, train, relu)
 }
 
-/// Conv, BatchNorm, `+ residual`, ReLU: the end of a ResNet block, fused on the CPU.
-pub(crate) fn conv_bn_add_relu(
-    conv: &candle_nn::Conv2d,
+/// A conv alone: its BatchNorm is left to whatever consumes the output.
+pub(crate) fn conv2d(conv: &candle_nn::Conv2d, x: &Tensor) -> Result<Tensor> {
+    if candle_ops_only() {
+        return conv.forward(x);
+    }
+    let cfg = conv.config();
+    conv2d::conv2d(x, conv.weight(), cfg.stride, cfg.padding)
+}
+
+/// BatchNorm, then ReLU if `relu`.
+pub(crate) fn batch_norm_relu(
     bn: &candle_nn::BatchNorm,
-    x: &Tensor,
+    z: &Tensor,
+    train: bool,
+    relu: bool,
+) -> Result<Tensor> {
+    if candle_ops_only() {
+        let y = bn.forward_t(z, train)?;
+        return if relu { y.relu() } else { Ok(y) };
+    }
+    batch_norm::batch_norm(bn, z, train, relu)
+}
+
+/// `conv(relu(bn(z)))`, the inner step of a block: in training on the CPU one op that never
+/// stores `relu(bn(z))` (see [`bn_relu_conv`]).
+pub(crate) fn bn_relu_conv(
+    bn: &candle_nn::BatchNorm,
+    z: &Tensor,
+    conv: &candle_nn::Conv2d,
+    train: bool,
+) -> Result<Tensor> {
+    if candle_ops_only() {
+        return conv.forward(&bn.forward_t(z, train)?.relu()?);
+    }
+    let cfg = conv.config();
+    bn_relu_conv::bn_relu_conv2d(bn, z, conv.weight(), cfg.stride, cfg.padding, train)
+}
+
+/// BatchNorm, `+ residual`, ReLU: the end of a ResNet block, fused on the CPU.
+pub(crate) fn batch_norm_add_relu(
+    bn: &candle_nn::BatchNorm,
+    z: &Tensor,
     residual: &Tensor,
     train: bool,
 ) -> Result<Tensor> {
     if candle_ops_only() {
-        return (bn.forward_t(&conv.forward(x)?, train)? + residual)?.relu();
+        return (bn.forward_t(z, train)? + residual)?.relu();
     }
-    let cfg = conv.config();
-    let y = conv2d::conv2d(x, conv.weight(), cfg.stride, cfg.padding)?;
-    batch_norm::batch_norm_add_relu(bn, &y, residual, train)
+    batch_norm::batch_norm_add_relu(bn, z, residual, train)
 }
 
 /// Random inputs and comparisons shared by the op tests.
