@@ -12,7 +12,7 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 /// Keeps freed memory in the process for reuse, unless the user set mimalloc's own
 /// `MIMALLOC_PURGE_DELAY` (milliseconds): `MIMALLOC_PURGE_DELAY=250` gives memory back sooner,
-/// ResNet-18 w64 b256 32 px peaking at 3.5 instead of 4.0 GiB, for steps ~15% slower.
+/// ResNet-18 w64 b256 32 px peaking at 3.1 instead of 3.3-3.4 GiB, for steps ~20% slower.
 /// Call first thing in `main`, before other threads start.
 pub fn keep_freed_memory() {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
