@@ -20,6 +20,9 @@ use rayon::prelude::*;
 /// GEMM columns a chunk aims for: below this the packing of `W` dominates small late layers.
 const TARGET_COLUMNS: usize = 1024;
 
+/// Output maps of at most this many pixels (8x8) go through im2col by a gather table.
+const SMALL_MAP: usize = 64;
+
 /// Partial weight gradients summed in parallel by the backward pass: enough groups to keep the
 /// cores busy, few enough that their buffers stay small next to the activations.
 const MAX_WEIGHT_PARTIALS: usize = 16;
@@ -228,9 +231,36 @@ impl Geometry {
         ld: usize,
         col0: usize,
     ) {
-        if !self.is_same_shape() {
-            return self.im2col_by_rows(x, act, cols, ld, col0);
+        if self.p() <= SMALL_MAP {
+            self.im2col_by_table(x, act, cols, ld, col0)
+        } else if self.is_same_shape() {
+            self.im2col_shifted(x, act, cols, ld, col0)
+        } else {
+            self.im2col_by_rows(x, act, cols, ld, col0)
         }
+    }
+
+    /// Adds the columns of one image back onto `dx`: the transpose of [`Self::im2col`]. May zero
+    /// the padding entries of `cols` on the way.
+    fn col2im(&self, cols: &mut [f32], ld: usize, col0: usize, dx: &mut [f32]) {
+        if self.p() <= SMALL_MAP {
+            self.col2im_by_table(cols, ld, col0, dx)
+        } else if self.is_same_shape() {
+            self.col2im_shifted(cols, ld, col0, dx)
+        } else {
+            self.col2im_by_rows(cols, ld, col0, dx)
+        }
+    }
+
+    /// [`Self::im2col`] for [`Self::is_same_shape`] convolutions, a plane at a time.
+    fn im2col_shifted(
+        &self,
+        x: &[f32],
+        act: Option<&InputActivation>,
+        cols: &mut [f32],
+        ld: usize,
+        col0: usize,
+    ) {
         let p = self.p();
         self.for_each_plane(|row, ky, kx, plane| {
             let dst = &mut cols[row * ld + col0..][..p];
@@ -245,12 +275,9 @@ impl Geometry {
         });
     }
 
-    /// Adds the columns of one image back onto `dx`: the transpose of [`Self::im2col`]. Zeroes
-    /// the padding entries of `cols` on the way.
-    fn col2im(&self, cols: &mut [f32], ld: usize, col0: usize, dx: &mut [f32]) {
-        if !self.is_same_shape() {
-            return self.col2im_by_rows(cols, ld, col0, dx);
-        }
+    /// [`Self::col2im`] for [`Self::is_same_shape`] convolutions; zeroes the padding entries of
+    /// `cols` so that each plane is one shifted add.
+    fn col2im_shifted(&self, cols: &mut [f32], ld: usize, col0: usize, dx: &mut [f32]) {
         let p = self.p();
         self.for_each_plane(|row, ky, kx, plane| {
             let col = &mut cols[row * ld + col0..][..p];
@@ -258,6 +285,66 @@ impl Geometry {
             self.zero_padding_columns(col, rows, kx);
             let dst = &mut dx[Self::shifted(&span, plane, shift)];
             dst.iter_mut().zip(&col[span]).for_each(|(d, c)| *d += c);
+        });
+    }
+
+    /// Per kernel position and output pixel, the offset in the input plane it reads, `None`
+    /// in the padding: `[kh·kw, P]`.
+    fn gather_table(&self) -> Vec<Option<u32>> {
+        let (ow, s, pad) = (self.ow(), self.stride, self.pad);
+        let inside =
+            |o: usize, k: usize, len: usize| (o * s + k).checked_sub(pad).filter(|&i| i < len);
+        let mut table = Vec::with_capacity(self.kh * self.kw * self.p());
+        for ky in 0..self.kh {
+            for kx in 0..self.kw {
+                for o in 0..self.p() {
+                    let (iy, ix) = (inside(o / ow, ky, self.h), inside(o % ow, kx, self.w));
+                    table.push(iy.zip(ix).map(|(iy, ix)| (iy * self.w + ix) as u32));
+                }
+            }
+        }
+        table
+    }
+
+    /// [`Self::im2col`] for small output maps, where per-row copies cost more than the values:
+    /// one gather per im2col row through [`Self::gather_table`].
+    fn im2col_by_table(
+        &self,
+        x: &[f32],
+        act: Option<&InputActivation>,
+        cols: &mut [f32],
+        ld: usize,
+        col0: usize,
+    ) {
+        let (p, taps) = (self.p(), self.kh * self.kw);
+        let table = self.gather_table();
+        self.for_each_plane(|row, ky, kx, plane| {
+            let dst = &mut cols[row * ld + col0..][..p];
+            let sources = &table[(ky * self.kw + kx) * p..][..p];
+            let x = &x[plane..plane + self.h * self.w];
+            let value = |source: &Option<u32>| source.map_or(0.0, |i| x[i as usize]);
+            match act.map(|act| act.at(row / taps)) {
+                None => dst.iter_mut().zip(sources).for_each(|(d, s)| *d = value(s)),
+                Some((a, b)) => (dst.iter_mut().zip(sources)).for_each(|(d, source)| {
+                    *d = source.map_or(0.0, |i| (x[i as usize] * a + b).max(0.0));
+                }),
+            }
+        });
+    }
+
+    /// [`Self::col2im`] through [`Self::gather_table`].
+    fn col2im_by_table(&self, cols: &[f32], ld: usize, col0: usize, dx: &mut [f32]) {
+        let p = self.p();
+        let table = self.gather_table();
+        self.for_each_plane(|row, ky, kx, plane| {
+            let col = &cols[row * ld + col0..][..p];
+            let sources = &table[(ky * self.kw + kx) * p..][..p];
+            let dx = &mut dx[plane..plane + self.h * self.w];
+            for (c, source) in col.iter().zip(sources) {
+                if let Some(i) = source {
+                    dx[*i as usize] += c;
+                }
+            }
         });
     }
 
@@ -453,6 +540,11 @@ pub(super) struct InputActivation {
 }
 
 impl InputActivation {
+    /// `(scale, shift)` of `channel`.
+    fn at(&self, channel: usize) -> (f32, f32) {
+        (self.scale[channel], self.shift[channel])
+    }
+
     fn apply(&self, channel: usize, values: &mut [f32]) {
         let (a, b) = (self.scale[channel], self.shift[channel]);
         values.iter_mut().for_each(|v| *v = (*v * a + b).max(0.0));
@@ -706,6 +798,11 @@ mod tests {
             (&[2, 2, 3, 3], &[2, 2, 3, 3], 2, 1),
             (&[2, 3, 2, 3], &[4, 3, 7, 7], 1, 3),
             (&[3, 2, 7, 5], &[3, 2, 5, 5], 1, 2),
+            // Maps over 64 output pixels, past the gather table: shifted planes, then rows.
+            (&[2, 3, 12, 10], &[4, 3, 3, 3], 1, 1),
+            (&[1, 2, 11, 9], &[3, 2, 5, 5], 1, 2),
+            (&[2, 2, 17, 15], &[3, 2, 3, 3], 2, 1),
+            (&[1, 3, 12, 12], &[2, 3, 3, 3], 1, 0),
             (&[1, 2, 1, 1], &[3, 2, 5, 5], 2, 2),
         ];
         for &(x, w, s, p) in cases {
@@ -716,6 +813,54 @@ mod tests {
                 assert_eq!(ours.dims(), theirs.dims(), "{what} {x:?} {w:?} s{s} p{p}");
                 let d = max_diff(&ours, &theirs);
                 assert!(d < 1e-4, "{what} {x:?} {w:?} s{s} p{p}: differs by {d}");
+            }
+        }
+    }
+
+    #[test]
+    fn im2col_paths_agree() {
+        // (input [C, H, W], kernel, stride, padding)
+        let cases = [
+            ([3, 6, 5], 3, 1, 1),
+            ([2, 5, 7], 3, 2, 1),
+            ([2, 9, 8], 5, 1, 2),
+            ([1, 4, 4], 7, 1, 3),
+            ([2, 6, 6], 1, 2, 0),
+            ([2, 5, 5], 3, 1, 0),
+        ];
+        for ([c, h, w], k, stride, pad) in cases {
+            let x = randn(&[1, c, h, w], 1)
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            let xl = Layout::contiguous((1, c, h, w));
+            let g = Geometry::new(&xl, &Layout::contiguous((2, c, k, k)), stride, pad).unwrap();
+            let act = InputActivation {
+                scale: vec![0.5; c],
+                shift: vec![-0.1; c],
+            };
+            let len = g.k() * g.p();
+            let mut expected = vec![f32::NAN; len];
+            g.im2col_by_rows(&x, Some(&act), &mut expected, g.p(), 0);
+            let mut by_table = vec![f32::NAN; len];
+            g.im2col_by_table(&x, Some(&act), &mut by_table, g.p(), 0);
+            assert_eq!(
+                by_table, expected,
+                "gather table {c}x{h}x{w} k{k} s{stride} p{pad}"
+            );
+            let mut dx_rows = vec![0.0; x.len()];
+            g.col2im_by_rows(&expected, g.p(), 0, &mut dx_rows);
+            let mut dx_table = vec![0.0; x.len()];
+            g.col2im_by_table(&expected, g.p(), 0, &mut dx_table);
+            assert_eq!(dx_table, dx_rows, "col2im table {c}x{h}x{w} k{k}");
+            if g.is_same_shape() {
+                let mut shifted = vec![f32::NAN; len];
+                g.im2col_shifted(&x, Some(&act), &mut shifted, g.p(), 0);
+                assert_eq!(shifted, expected, "shifted {c}x{h}x{w} k{k}");
+                let mut dx_shifted = vec![0.0; x.len()];
+                g.col2im_shifted(&mut expected.clone(), g.p(), 0, &mut dx_shifted);
+                assert_eq!(dx_shifted, dx_rows, "col2im shifted {c}x{h}x{w} k{k}");
             }
         }
     }
