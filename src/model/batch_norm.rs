@@ -183,7 +183,7 @@ fn normalise(
     }
     let stats = batch_stats(dims, x, (gamma, beta), eps);
     let (scale, shift) = stats.scale_shift();
-    let mut y = vec![0f32; x.len()];
+    let mut y = super::zeros(x.len());
     y.par_chunks_mut(c * hw)
         .zip(x.par_chunks(c * hw))
         .enumerate()
@@ -369,7 +369,7 @@ impl CustomOp3 for BatchNormBackward {
         let dims = planes(xl)?;
         let (x, y, dy) = (slice(xs, xl)?, slice(ys, yl)?, slice(ds, dl)?);
         let residual_len = if self.residual_grad { x.len() } else { 0 };
-        let mut out = vec![0f32; x.len() + 2 * dims.1 + residual_len];
+        let mut out = super::zeros(x.len() + 2 * dims.1 + residual_len);
         let (dx, rest) = out.split_at_mut(x.len());
         let (d_affine, d_residual) = rest.split_at_mut(2 * dims.1);
         dx.copy_from_slice(dy);

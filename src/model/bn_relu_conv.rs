@@ -143,7 +143,7 @@ impl CustomOp3 for BnReluConv2dBackward {
             batch_norm::slice(ds, dl)?,
         );
         let act = activation(&self.stats);
-        let mut out = vec![0f32; z.len() + w.len() + 2 * dims.1];
+        let mut out = super::zeros(z.len() + w.len() + 2 * dims.1);
         let (dz, rest) = out.split_at_mut(z.len());
         let (dw, d_affine) = rest.split_at_mut(w.len());
         // dz first holds the gradient at the activation relu(bn(z)), the conv's actual input.

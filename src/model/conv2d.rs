@@ -559,7 +559,7 @@ pub(super) fn forward(
     w: &[f32],
 ) -> Vec<f32> {
     let nb = g.chunk();
-    let mut y = vec![0f32; g.batch * g.out_len()];
+    let mut y = super::zeros(g.batch * g.out_len());
     y.par_chunks_mut(nb * g.out_len())
         .zip(x.par_chunks(nb * g.in_len()))
         .for_each(|(y, x)| Workspace::with(|ws| g.forward_chunk(w, (x, act), y, ws)));
@@ -742,7 +742,7 @@ impl candle_core::CustomOp3 for Conv2dBackward {
             contiguous(ws, wl, name)?,
             contiguous(dys, dyl, name)?,
         );
-        let mut out = vec![0f32; g.batch * g.in_len() + g.c_out * g.k()];
+        let mut out = super::zeros(g.batch * g.in_len() + g.c_out * g.k());
         let (dx, dw) = out.split_at_mut(g.batch * g.in_len());
         backward(&g, (x, None), w, dy, dx, dw);
         let len = out.len();

@@ -12,6 +12,7 @@ pub mod resnet;
 
 use candle_core::{Module, ModuleT, Result, Tensor};
 use candle_nn::VarBuilder;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 pub use projector::Projector;
@@ -281,6 +282,14 @@ pub(crate) fn batch_norm_add_relu(
         return (bn.forward_t(z, train)? + residual)?.relu();
     }
     batch_norm::batch_norm_add_relu(bn, z, residual, train)
+}
+
+/// `n` zeros, written by all of rayon's threads: the ops' full-size outputs, where a serial
+/// `vec![0.0; n]` (a memset, as the allocator reuses memory) held back the second core.
+pub(crate) fn zeros(n: usize) -> Vec<f32> {
+    let mut v = Vec::with_capacity(n);
+    v.par_extend(rayon::iter::repeat_n(0f32, n));
+    v
 }
 
 /// Random inputs and comparisons shared by the op tests.
