@@ -61,7 +61,10 @@ impl Geometry {
     pub(super) fn new(x: &Layout, w: &Layout, stride: usize, pad: usize) -> Result<Self> {
         let (batch, c_in, h, width) = x.shape().dims4()?;
         let (c_out, wc_in, kh, kw) = w.shape().dims4()?;
-        if batch == 0 || wc_in != c_in || h + 2 * pad < kh || width + 2 * pad < kw || stride == 0 {
+        if batch == 0 {
+            candle_core::bail!("conv2d: empty batch {:?}", x.shape());
+        }
+        if wc_in != c_in || h + 2 * pad < kh || width + 2 * pad < kw || stride == 0 {
             candle_core::bail!(
                 "conv2d: input {:?} does not fit kernel {:?} with stride {stride}, padding {pad}",
                 x.shape(),
@@ -579,8 +582,9 @@ pub(super) fn backward(
     let (k, nb) = (g.k(), g.chunk());
     let w_len = g.c_out * k;
     // The weight gradient is summed per group of chunks, each group in order, then over the
-    // groups in order: the same bits whatever rayon's scheduling, so a resumed run repeats
-    // an uninterrupted one. (A rayon fold/reduce sums in whatever order work was stolen.)
+    // groups in order: the same bits whatever rayon's scheduling, so a resumed run on the same
+    // thread count (which sets the chunks) repeats an uninterrupted one. (A rayon fold/reduce
+    // sums in whatever order work was stolen.)
     let chunks = g.batch.div_ceil(nb);
     let group = chunks.div_ceil(chunks.min(MAX_WEIGHT_PARTIALS)) * nb;
     let partials: Vec<Vec<f32>> = dx
@@ -803,6 +807,8 @@ mod tests {
             (&[1, 2, 11, 9], &[3, 2, 5, 5], 1, 2),
             (&[2, 2, 17, 15], &[3, 2, 3, 3], 2, 1),
             (&[1, 3, 12, 12], &[2, 3, 3, 3], 1, 0),
+            // Chunks of several images whatever the thread count (up to 35 threads).
+            (&[70, 4, 2, 2], &[5, 4, 3, 3], 1, 1),
             (&[1, 2, 1, 1], &[3, 2, 5, 5], 2, 2),
         ];
         for &(x, w, s, p) in cases {
