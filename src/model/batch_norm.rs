@@ -270,20 +270,11 @@ impl BatchNormTrain {
             stats: self.stats.lock().expect("batch-norm stats").clone(),
         };
         let packed = x.apply_op3_no_bwd(y, &dy.contiguous()?, &back)?;
-        let (len, affine_len) = (x.elem_count(), affine.elem_count());
-        let d_residual = residual
-            .then(|| packed.narrow(0, len + affine_len, len)?.reshape(x.shape()))
-            .transpose()?;
-        Ok((
-            packed.narrow(0, 0, len)?.reshape(x.shape())?,
-            // Its own storage: the parameters' gradients live until the optimiser step, and a
-            // view would keep the full-size input gradients of the packed buffer alive as long.
-            packed
-                .narrow(0, len, affine_len)?
-                .reshape(affine.shape())?
-                .force_contiguous()?,
-            d_residual,
-        ))
+        let mut grads = super::PackedGrads::new(packed);
+        let dx = grads.activation(x)?;
+        let d_affine = grads.parameter(affine)?;
+        let d_residual = residual.then(|| grads.activation(x)).transpose()?;
+        Ok((dx, d_affine, d_residual))
     }
 }
 
@@ -463,25 +454,20 @@ pub(super) fn mask_by_input(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::test_util::{max_diff, uniform};
+    use crate::model::test_util::{
+        assert_same_batch_norm, batch_norm_layer, max_diff, uniform, weighted_grads,
+    };
     use candle_core::Device;
-    use candle_nn::{VarBuilder, VarMap};
+    use candle_nn::VarMap;
 
     /// Values in [-1, 3): channel means away from 0.
     fn randn(shape: &[usize], seed: u64) -> Tensor {
         uniform(shape, seed, (-1.0, 3.0))
     }
 
-    /// A BatchNorm with non-trivial γ, β, fresh running statistics.
+    /// A BatchNorm with γ, β in [-1, 3), fresh running statistics.
     fn layer(c: usize) -> (VarMap, candle_nn::BatchNorm) {
-        let vars = VarMap::new();
-        let vb = VarBuilder::from_varmap(&vars, DType::F32, &Device::Cpu);
-        let bn = candle_nn::batch_norm(c, 1e-5, vb).unwrap();
-        for (name, seed) in [("weight", 7), ("bias", 8)] {
-            let v = &vars.data().lock().unwrap()[name];
-            v.set(&randn(&[c], seed)).unwrap();
-        }
-        (vars, bn)
+        batch_norm_layer(c, (-1.0, 3.0))
     }
 
     #[test]
@@ -501,27 +487,11 @@ mod tests {
             let theirs = theirs_bn.forward_t(&x, true).unwrap();
             let theirs = if relu { theirs.relu().unwrap() } else { theirs };
             assert!(max_diff(&ours, &theirs) < 1e-4, "{shape:?} output");
-            let go = (&ours * &r).unwrap().sum_all().unwrap().backward().unwrap();
-            let gt = (&theirs * &r)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap();
+            let (go, gt) = (weighted_grads(&ours, &r), weighted_grads(&theirs, &r));
             let d = max_diff(go.get(&x).unwrap(), gt.get(&x).unwrap());
             assert!(d < 1e-3, "{shape:?} input grad differs by {d}");
-            for name in ["weight", "bias", "running_mean", "running_var"] {
-                let (o, t) = (
-                    &ours_vars.data().lock().unwrap()[name],
-                    &theirs_vars.data().lock().unwrap()[name],
-                );
-                if name == "weight" || name == "bias" {
-                    let d = max_diff(go.get(o).unwrap(), gt.get(t).unwrap());
-                    assert!(d < 1e-3, "{shape:?} {name} grad differs by {d}");
-                } else {
-                    assert!(max_diff(o, t) < 1e-5, "{shape:?} {name}");
-                }
-            }
+            let case = format!("{shape:?}");
+            assert_same_batch_norm(&case, (&ours_vars, &go), (&theirs_vars, &gt));
         }
     }
 
@@ -540,34 +510,13 @@ mod tests {
                 .relu()
                 .unwrap();
             assert!(max_diff(&ours, &theirs) < 1e-4, "{shape:?} output");
-            let go = (&ours * &r).unwrap().sum_all().unwrap().backward().unwrap();
-            let gt = (&theirs * &r)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap();
+            let (go, gt) = (weighted_grads(&ours, &r), weighted_grads(&theirs, &r));
             for (what, v) in [("input", &x), ("residual", &res)] {
                 let d = max_diff(go.get(v).unwrap(), gt.get(v).unwrap());
                 assert!(d < 1e-3, "{shape:?} {what} grad differs by {d}");
             }
-            let (ours_vars, theirs_vars) = (
-                ours_vars.data().lock().unwrap(),
-                theirs_vars.data().lock().unwrap(),
-            );
-            for name in ["weight", "bias"] {
-                let d = max_diff(
-                    go.get(&ours_vars[name]).unwrap(),
-                    gt.get(&theirs_vars[name]).unwrap(),
-                );
-                assert!(d < 1e-3, "{shape:?} {name} grad differs by {d}");
-            }
-            for name in ["running_mean", "running_var"] {
-                assert!(
-                    max_diff(&ours_vars[name], &theirs_vars[name]) < 1e-5,
-                    "{shape:?} {name}"
-                );
-            }
+            let case = format!("{shape:?}");
+            assert_same_batch_norm(&case, (&ours_vars, &go), (&theirs_vars, &gt));
         }
     }
 

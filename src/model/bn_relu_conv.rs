@@ -101,16 +101,10 @@ impl CustomOp3 for BnReluConv2d {
             stats: self.stats.lock().expect("batch-norm stats").clone(),
         };
         let packed = z.apply_op3_no_bwd(w, &dy.contiguous()?, &back)?;
-        let (z_len, w_len) = (z.elem_count(), w.elem_count());
-        // The parameter gradients get their own storage: they live until the optimiser step,
-        // and as views they would keep the packed input gradient alive as long.
-        let dw = packed.narrow(0, z_len, w_len)?.reshape(w.shape())?;
-        let d_affine = packed.narrow(0, z_len + w_len, affine.elem_count())?;
-        Ok((
-            Some(packed.narrow(0, 0, z_len)?.reshape(z.shape())?),
-            Some(d_affine.reshape(affine.shape())?.force_contiguous()?),
-            Some(dw.force_contiguous()?),
-        ))
+        let mut grads = super::PackedGrads::new(packed);
+        let dz = grads.activation(z)?;
+        let dw = grads.parameter(w)?;
+        Ok((Some(dz), Some(grads.parameter(affine)?), Some(dw)))
     }
 }
 
@@ -158,21 +152,16 @@ impl CustomOp3 for BnReluConv2dBackward {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::test_util::{max_diff, uniform};
-    use candle_core::{Device, Var};
-    use candle_nn::{ModuleT, VarBuilder, VarMap};
+    use crate::model::test_util::{
+        assert_same_batch_norm, batch_norm_layer, max_diff, uniform, weighted_grads,
+    };
+    use candle_core::Var;
+    use candle_nn::{ModuleT, VarMap};
 
-    /// A BatchNorm with γ, β in [-1, 1) (some channels flipped, many values clipped by the
-    /// ReLU), fresh running statistics.
+    /// A BatchNorm with γ, β in [-1, 1): some channels flipped, many values clipped by the
+    /// ReLU.
     fn layer(c: usize) -> (VarMap, candle_nn::BatchNorm) {
-        let vars = VarMap::new();
-        let vb = VarBuilder::from_varmap(&vars, DType::F32, &Device::Cpu);
-        let bn = candle_nn::batch_norm(c, 1e-5, vb).unwrap();
-        for (name, seed) in [("weight", 7), ("bias", 8)] {
-            let v = &vars.data().lock().unwrap()[name];
-            v.set(&uniform(&[c], seed, (-1.0, 1.0))).unwrap();
-        }
-        (vars, bn)
+        batch_norm_layer(c, (-1.0, 1.0))
     }
 
     #[test]
@@ -199,27 +188,12 @@ mod tests {
             let case = format!("{zs:?} {ws:?} s{stride} p{pad}");
             assert!(max_diff(&ours, &theirs) < 1e-4, "{case}: output");
             let r = uniform(theirs.dims(), 3, (-1.0, 1.0));
-            let grads = |y: &Tensor| (y * &r).unwrap().sum_all().unwrap().backward().unwrap();
-            let (go, gt) = (grads(&ours), grads(&theirs));
+            let (go, gt) = (weighted_grads(&ours, &r), weighted_grads(&theirs, &r));
             for (what, o, t) in [("z", &z, &z), ("w", &w, &w)] {
                 let d = max_diff(go.get(o).unwrap(), gt.get(t).unwrap());
                 assert!(d < 1e-3, "{case}: {what} grad differs by {d}");
             }
-            for name in ["weight", "bias", "running_mean", "running_var"] {
-                let (o, t) = (
-                    &ours_vars.data().lock().unwrap()[name],
-                    &theirs_vars.data().lock().unwrap()[name],
-                );
-                let d = if name == "weight" || name == "bias" {
-                    let grad = go
-                        .get(o)
-                        .unwrap_or_else(|| panic!("{case}: no {name} grad"));
-                    max_diff(grad, gt.get(t).unwrap())
-                } else {
-                    max_diff(o, t)
-                };
-                assert!(d < 1e-3, "{case}: {name} differs by {d}");
-            }
+            assert_same_batch_norm(&case, (&ours_vars, &go), (&theirs_vars, &gt));
         }
     }
 }

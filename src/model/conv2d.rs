@@ -23,6 +23,17 @@ const TARGET_COLUMNS: usize = 1024;
 /// Output maps of at most this many pixels (8x8) go through im2col by a gather table.
 const SMALL_MAP: usize = 64;
 
+/// The three ways im2col and col2im walk a convolution.
+#[derive(Debug, Clone)]
+enum ColumnPath {
+    /// Small maps: a gather per im2col row through [`Geometry::gather_table`].
+    Table(Vec<Option<u32>>),
+    /// Stride 1, "same" padding: each kernel position's plane as one shifted block.
+    Shifted,
+    /// Anything else, one output row at a time.
+    Rows,
+}
+
 /// Partial weight gradients summed in parallel by the backward pass: enough groups to keep the
 /// cores busy, few enough that their buffers stay small next to the activations.
 const MAX_WEIGHT_PARTIALS: usize = 16;
@@ -44,7 +55,7 @@ struct Conv2d {
 }
 
 /// Everything the kernels need about one convolution.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(super) struct Geometry {
     batch: usize,
     c_in: usize,
@@ -55,6 +66,8 @@ pub(super) struct Geometry {
     kw: usize,
     stride: usize,
     pad: usize,
+    /// How im2col and col2im walk this geometry, chosen once per op call.
+    columns: ColumnPath,
 }
 
 impl Geometry {
@@ -71,7 +84,7 @@ impl Geometry {
                 w.shape()
             );
         }
-        Ok(Self {
+        let mut g = Self {
             batch,
             c_in,
             h,
@@ -81,7 +94,16 @@ impl Geometry {
             kw,
             stride,
             pad,
-        })
+            columns: ColumnPath::Rows,
+        };
+        g.columns = if g.p() <= SMALL_MAP {
+            ColumnPath::Table(g.gather_table())
+        } else if g.is_same_shape() {
+            ColumnPath::Shifted
+        } else {
+            ColumnPath::Rows
+        };
+        Ok(g)
     }
 
     /// `[B, C_out, OH, OW]`.
@@ -234,24 +256,20 @@ impl Geometry {
         ld: usize,
         col0: usize,
     ) {
-        if self.p() <= SMALL_MAP {
-            self.im2col_by_table(x, act, cols, ld, col0)
-        } else if self.is_same_shape() {
-            self.im2col_shifted(x, act, cols, ld, col0)
-        } else {
-            self.im2col_by_rows(x, act, cols, ld, col0)
+        match &self.columns {
+            ColumnPath::Table(table) => self.im2col_by_table(table, x, act, cols, ld, col0),
+            ColumnPath::Shifted => self.im2col_shifted(x, act, cols, ld, col0),
+            ColumnPath::Rows => self.im2col_by_rows(x, act, cols, ld, col0),
         }
     }
 
     /// Adds the columns of one image back onto `dx`: the transpose of [`Self::im2col`]. May zero
     /// the padding entries of `cols` on the way.
     fn col2im(&self, cols: &mut [f32], ld: usize, col0: usize, dx: &mut [f32]) {
-        if self.p() <= SMALL_MAP {
-            self.col2im_by_table(cols, ld, col0, dx)
-        } else if self.is_same_shape() {
-            self.col2im_shifted(cols, ld, col0, dx)
-        } else {
-            self.col2im_by_rows(cols, ld, col0, dx)
+        match &self.columns {
+            ColumnPath::Table(table) => self.col2im_by_table(table, cols, ld, col0, dx),
+            ColumnPath::Shifted => self.col2im_shifted(cols, ld, col0, dx),
+            ColumnPath::Rows => self.col2im_by_rows(cols, ld, col0, dx),
         }
     }
 
@@ -313,6 +331,7 @@ impl Geometry {
     /// one gather per im2col row through [`Self::gather_table`].
     fn im2col_by_table(
         &self,
+        table: &[Option<u32>],
         x: &[f32],
         act: Option<&InputActivation>,
         cols: &mut [f32],
@@ -320,7 +339,6 @@ impl Geometry {
         col0: usize,
     ) {
         let (p, taps) = (self.p(), self.kh * self.kw);
-        let table = self.gather_table();
         self.for_each_plane(|row, ky, kx, plane| {
             let dst = &mut cols[row * ld + col0..][..p];
             let sources = &table[(ky * self.kw + kx) * p..][..p];
@@ -336,9 +354,15 @@ impl Geometry {
     }
 
     /// [`Self::col2im`] through [`Self::gather_table`].
-    fn col2im_by_table(&self, cols: &[f32], ld: usize, col0: usize, dx: &mut [f32]) {
+    fn col2im_by_table(
+        &self,
+        table: &[Option<u32>],
+        cols: &[f32],
+        ld: usize,
+        col0: usize,
+        dx: &mut [f32],
+    ) {
         let p = self.p();
-        let table = self.gather_table();
         self.for_each_plane(|row, ky, kx, plane| {
             let col = &cols[row * ld + col0..][..p];
             let sources = &table[(ky * self.kw + kx) * p..][..p];
@@ -708,13 +732,9 @@ impl CustomOp2 for Conv2d {
         let dy = dy.contiguous()?;
         // One op yields both gradients, packed end to end: they share the pass over the batch.
         let both = x.apply_op3_no_bwd(w, &dy, &back)?;
-        let dx = both.narrow(0, 0, x.elem_count())?.reshape(x.shape())?;
-        // The weight gradient lives until the optimiser step; as a view it would keep the
-        // whole packed buffer, the input gradient included, alive until then.
-        let dw = both
-            .narrow(0, x.elem_count(), w.elem_count())?
-            .reshape(w.shape())?
-            .force_contiguous()?;
+        let mut grads = super::PackedGrads::new(both);
+        let dx = grads.activation(x)?;
+        let dw = grads.parameter(w)?;
         Ok((Some(dx), Some(dw)))
     }
 }
@@ -757,7 +777,7 @@ impl candle_core::CustomOp3 for Conv2dBackward {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::test_util::{max_diff, uniform};
+    use crate::model::test_util::{max_diff, uniform, weighted_grads};
     use candle_core::{Device, Var};
 
     /// Values in [-1, 1).
@@ -772,13 +792,7 @@ mod tests {
         let ours = conv2d(&xv, &wv, stride, pad).unwrap();
         let theirs = xv.conv2d(&wv, pad, stride, 1, 1).unwrap();
         let r = randn(theirs.dims(), 3);
-        let g_ours = (&ours * &r).unwrap().sum_all().unwrap().backward().unwrap();
-        let g_theirs = (&theirs * &r)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
+        let (g_ours, g_theirs) = (weighted_grads(&ours, &r), weighted_grads(&theirs, &r));
         let grad = |g: &candle_core::backprop::GradStore, v: &Var| g.get(v).unwrap().clone();
         [
             (ours, theirs),
@@ -846,11 +860,11 @@ mod tests {
                 scale: vec![0.5; c],
                 shift: vec![-0.1; c],
             };
-            let len = g.k() * g.p();
+            let (len, table) = (g.k() * g.p(), g.gather_table());
             let mut expected = vec![f32::NAN; len];
             g.im2col_by_rows(&x, Some(&act), &mut expected, g.p(), 0);
             let mut by_table = vec![f32::NAN; len];
-            g.im2col_by_table(&x, Some(&act), &mut by_table, g.p(), 0);
+            g.im2col_by_table(&table, &x, Some(&act), &mut by_table, g.p(), 0);
             assert_eq!(
                 by_table, expected,
                 "gather table {c}x{h}x{w} k{k} s{stride} p{pad}"
@@ -858,7 +872,7 @@ mod tests {
             let mut dx_rows = vec![0.0; x.len()];
             g.col2im_by_rows(&expected, g.p(), 0, &mut dx_rows);
             let mut dx_table = vec![0.0; x.len()];
-            g.col2im_by_table(&expected, g.p(), 0, &mut dx_table);
+            g.col2im_by_table(&table, &expected, g.p(), 0, &mut dx_table);
             assert_eq!(dx_table, dx_rows, "col2im table {c}x{h}x{w} k{k}");
             if g.is_same_shape() {
                 let mut shifted = vec![f32::NAN; len];

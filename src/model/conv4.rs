@@ -4,7 +4,7 @@
 use candle_core::{Result, Tensor};
 use candle_nn::{batch_norm, conv2d_no_bias, BatchNorm, Conv2d, Conv2dConfig, VarBuilder};
 
-use super::{batch_norm_relu, bn_relu_conv, conv2d};
+use super::{batch_norm_relu, conv_chain};
 
 pub struct Conv4 {
     layers: Vec<(Conv2d, BatchNorm)>,
@@ -37,13 +37,7 @@ impl Conv4 {
     }
 
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let ((first_conv, first_bn), rest) = self.layers.split_first().expect("four layers");
-        let mut z = conv2d(first_conv, x)?;
-        let mut bn = first_bn;
-        for (conv, next_bn) in rest {
-            z = bn_relu_conv(bn, &z, conv, train)?;
-            bn = next_bn;
-        }
+        let (z, bn) = conv_chain(&self.layers, x, train)?;
         batch_norm_relu(bn, &z, train, true)
     }
 }

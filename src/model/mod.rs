@@ -271,6 +271,26 @@ pub(crate) fn bn_relu_conv(
     bn_relu_conv::bn_relu_conv2d(bn, z, conv.weight(), cfg.stride, cfg.padding, train)
 }
 
+/// `layers` as conv → BatchNorm → ReLU → conv ...: the last conv's output and its BatchNorm,
+/// left to the caller (ReLU, or a residual first). Each inner BatchNorm+ReLU goes into the
+/// conv after it ([`bn_relu_conv`]).
+pub(crate) fn conv_chain<'a>(
+    layers: &'a [(candle_nn::Conv2d, candle_nn::BatchNorm)],
+    x: &Tensor,
+    train: bool,
+) -> Result<(Tensor, &'a candle_nn::BatchNorm)> {
+    let ((first_conv, first_bn), rest) = layers
+        .split_first()
+        .ok_or_else(|| candle_core::Error::Msg("conv chain: no layers".into()))?;
+    let mut z = conv2d(first_conv, x)?;
+    let mut bn = first_bn;
+    for (conv, next_bn) in rest {
+        z = bn_relu_conv(bn, &z, conv, train)?;
+        bn = next_bn;
+    }
+    Ok((z, bn))
+}
+
 /// BatchNorm, `+ residual`, ReLU: the end of a ResNet block, fused on the CPU.
 pub(crate) fn batch_norm_add_relu(
     bn: &candle_nn::BatchNorm,
@@ -284,6 +304,38 @@ pub(crate) fn batch_norm_add_relu(
     batch_norm::batch_norm_add_relu(bn, z, residual, train)
 }
 
+/// The gradients an op's backward packed end to end into one flat tensor (one pass computes
+/// them all), read back in order.
+pub(crate) struct PackedGrads {
+    packed: Tensor,
+    offset: usize,
+}
+
+impl PackedGrads {
+    pub(crate) fn new(packed: Tensor) -> Self {
+        Self { packed, offset: 0 }
+    }
+
+    /// The next gradient, shaped like `like`, as a view of the buffer: activation gradients,
+    /// consumed and dropped during the backward pass.
+    pub(crate) fn activation(&mut self, like: &Tensor) -> Result<Tensor> {
+        let len = like.elem_count();
+        let grad = self
+            .packed
+            .narrow(0, self.offset, len)?
+            .reshape(like.shape())?;
+        self.offset += len;
+        Ok(grad)
+    }
+
+    /// The next gradient in its own storage: a parameter's gradient lives until the optimiser
+    /// step, and as a view it would keep the whole buffer, activation gradients included,
+    /// alive as long.
+    pub(crate) fn parameter(&mut self, like: &Tensor) -> Result<Tensor> {
+        self.activation(like)?.force_contiguous()
+    }
+}
+
 /// `n` zeros, written by all of rayon's threads: the ops' full-size outputs, where a serial
 /// `vec![0.0; n]` (a memset, as the allocator reuses memory) held back the second core.
 pub(crate) fn zeros(n: usize) -> Vec<f32> {
@@ -295,7 +347,9 @@ pub(crate) fn zeros(n: usize) -> Vec<f32> {
 /// Random inputs and comparisons shared by the op tests.
 #[cfg(test)]
 pub(crate) mod test_util {
-    use candle_core::{Device, Tensor};
+    use candle_core::backprop::GradStore;
+    use candle_core::{DType, Device, Tensor};
+    use candle_nn::{VarBuilder, VarMap};
 
     /// Uniform values in `[lo, hi)` from a seeded generator.
     pub fn uniform(shape: &[usize], seed: u64, (lo, hi): (f32, f32)) -> Tensor {
@@ -311,6 +365,43 @@ pub(crate) mod test_util {
     pub fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
         let d = (a - b).unwrap().abs().unwrap().flatten_all().unwrap();
         d.max(0).unwrap().to_scalar::<f32>().unwrap()
+    }
+
+    /// The gradients of `sum(y · r)`: every output weighted differently.
+    pub fn weighted_grads(y: &Tensor, r: &Tensor) -> GradStore {
+        (y * r).unwrap().sum_all().unwrap().backward().unwrap()
+    }
+
+    /// A training BatchNorm over `c` channels with γ, β uniform in `range` and fresh running
+    /// statistics.
+    pub fn batch_norm_layer(c: usize, range: (f32, f32)) -> (VarMap, candle_nn::BatchNorm) {
+        let vars = VarMap::new();
+        let vb = VarBuilder::from_varmap(&vars, DType::F32, &Device::Cpu);
+        let bn = candle_nn::batch_norm(c, 1e-5, vb).unwrap();
+        for (name, seed) in [("weight", 7), ("bias", 8)] {
+            let v = &vars.data().lock().unwrap()[name];
+            v.set(&uniform(&[c], seed, range)).unwrap();
+        }
+        (vars, bn)
+    }
+
+    /// Asserts that two BatchNorm layers got the same γ and β gradients and running statistics.
+    pub fn assert_same_batch_norm(
+        case: &str,
+        (ours, ours_grads): (&VarMap, &GradStore),
+        (theirs, theirs_grads): (&VarMap, &GradStore),
+    ) {
+        let (ours, theirs) = (ours.data().lock().unwrap(), theirs.data().lock().unwrap());
+        for name in ["weight", "bias"] {
+            let grad = ours_grads.get(&ours[name]);
+            let grad = grad.unwrap_or_else(|| panic!("{case}: no {name} gradient"));
+            let d = max_diff(grad, theirs_grads.get(&theirs[name]).unwrap());
+            assert!(d < 1e-3, "{case}: {name} grad differs by {d}");
+        }
+        for name in ["running_mean", "running_var"] {
+            let d = max_diff(&ours[name], &theirs[name]);
+            assert!(d < 1e-5, "{case}: {name} differs by {d}");
+        }
     }
 }
 

@@ -6,7 +6,7 @@
 use candle_core::{Result, Tensor};
 use candle_nn::{batch_norm, conv2d_no_bias, BatchNorm, Conv2d, Conv2dConfig, VarBuilder};
 
-use super::{batch_norm_add_relu, bn_relu_conv, conv2d, conv_bn};
+use super::{batch_norm_add_relu, conv_bn, conv_chain};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Depth {
@@ -108,13 +108,7 @@ impl Block {
             Some((c, b)) => conv_bn(c, b, x, train, false)?,
             None => x.clone(),
         };
-        let ((first_conv, first_bn), rest) = self.convs.split_first().expect("a block has convs");
-        let mut z = conv2d(first_conv, x)?;
-        let mut bn = first_bn;
-        for (c, b) in rest {
-            z = bn_relu_conv(bn, &z, c, train)?;
-            bn = b;
-        }
+        let (z, bn) = conv_chain(&self.convs, x, train)?;
         batch_norm_add_relu(bn, &z, &shortcut, train)
     }
 }
