@@ -12,24 +12,29 @@ use crate::loss::{barlow_twins, LossForm};
 use crate::model::{BackboneKind, ModelSpec, SslModel, Stem};
 use crate::train::optim::Optimizer;
 
+/// Sizes and counts of zero make no step: refused when the arguments are parsed.
+fn at_least_one() -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::new().range(1..)
+}
+
 /// What to time; also `ssl-bench step`'s arguments.
 #[derive(Debug, Clone, Serialize, clap::Args)]
 pub struct StepSpec {
     #[arg(long, value_enum, default_value_t = BackboneKind::Resnet18)]
     pub backbone: BackboneKind,
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = at_least_one())]
     pub width: usize,
     /// Images per batch; the step sees `views * batch` crops.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = at_least_one())]
     pub batch: usize,
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = at_least_one())]
     pub size: usize,
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, value_parser = at_least_one())]
     pub views: usize,
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, value_parser = at_least_one())]
     pub pdim: usize,
     /// Timed steps, after `warmup` untimed ones.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = at_least_one())]
     pub steps: usize,
     #[arg(long, default_value_t = 2)]
     pub warmup: usize,

@@ -118,6 +118,12 @@ pub struct SslModel {
 impl SslModel {
     /// Parameters live under `backbone.*` (torchvision's ResNet names below it) and `projector.*`.
     pub fn new(spec: &ModelSpec, side: u32, vb: VarBuilder) -> Result<Self> {
+        // A zero would surface as a NaN initialisation or an empty layer far from its cause.
+        for (name, value) in [("width", spec.width), ("pdim", spec.pdim)] {
+            if value == 0 {
+                candle_core::bail!("{name} must be at least 1, is 0");
+            }
+        }
         let backbone = Backbone::new(spec, side, vb.pp("backbone"))?;
         let projector = Projector::new(
             backbone.feature_dim(),
