@@ -5,6 +5,7 @@
 
 pub mod allocator;
 pub mod bench;
+pub mod cli;
 pub mod config;
 pub mod eval;
 pub mod loader;

@@ -129,7 +129,7 @@ fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("ssl-bench: {err:#}");
+            eprintln!("ssl-bench: {}", sslfast::cli::error_message(&err));
             ExitCode::from(2)
         }
     }

@@ -58,7 +58,7 @@ fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("ssl-eval: {err:#}");
+            eprintln!("ssl-eval: {}", sslfast::cli::error_message(&err));
             ExitCode::from(2)
         }
     }

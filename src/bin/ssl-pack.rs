@@ -127,7 +127,7 @@ fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("ssl-pack: {err:#}");
+            eprintln!("ssl-pack: {}", sslfast::cli::error_message(&err));
             ExitCode::from(2)
         }
     }

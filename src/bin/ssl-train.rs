@@ -45,7 +45,7 @@ fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("ssl-train: {err:#}");
+            eprintln!("ssl-train: {}", sslfast::cli::error_message(&err));
             ExitCode::from(2)
         }
     }
