@@ -38,6 +38,13 @@ struct Cli {
     /// Override a config field by its TOML name, e.g. --set views=4x16 --set backbone=conv4.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     sets: Vec<String>,
+    /// Write the batches this run would train on (NumPy files) and its initial weights into
+    /// DIR, then stop without training: for tools/reference_torch.py --batches-from DIR.
+    #[arg(long, value_name = "DIR")]
+    dump_batches: Option<PathBuf>,
+    /// Epochs of batches that --dump-batches writes.
+    #[arg(long, default_value_t = 1, requires = "dump_batches")]
+    dump_epochs: u64,
 }
 
 fn main() -> ExitCode {
@@ -76,6 +83,15 @@ fn run(cli: Cli) -> Result<()> {
     };
     if base.is_none() && !sets.iter().any(|s| s.starts_with("out=")) {
         cfg.out = fresh_run_dir(&cfg.out);
+    }
+    if let Some(dir) = &cli.dump_batches {
+        let n = sslfast::train::dump::dump_batches(&cfg, dir, cli.dump_epochs)
+            .context("dumping batches failed")?;
+        println!(
+            "wrote {n} batches and the initial weights to {}",
+            dir.display()
+        );
+        return Ok(());
     }
     let summary =
         sslfast::train::train(&cfg, &command, cli.resume.is_some()).context("training failed")?;

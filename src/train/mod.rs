@@ -5,6 +5,7 @@
 //! checkpoint.
 
 pub mod checkpoint;
+pub mod dump;
 pub mod metrics;
 pub mod optim;
 
@@ -17,7 +18,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 use crate::config::{ConfigError, LoaderConfig, PackConfig, Schedule, SourceFormat, TrainConfig};
-use crate::eval::features::{centre_view_loader, extract};
+use crate::eval::features::{centre_view_loader, evaluation_side, extract};
 use crate::eval::knn::knn_top1;
 use crate::loader::{Cursor, Loader, LoaderError};
 use crate::loss::{barlow_twins, vicreg, LossKind, LossParts};
@@ -192,6 +193,7 @@ impl Monitor {
             return Ok(None);
         }
         let threads = cfg.loader_threads();
+        let side = evaluation_side((data, &cfg.split), (data, &cfg.eval_split))?.unwrap_or(side);
         Ok(Some(Self {
             bank: centre_view_loader(data, &cfg.split, side, threads)?,
             queries: centre_view_loader(data, &cfg.eval_split, side, threads)?,
