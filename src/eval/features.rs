@@ -79,6 +79,19 @@ pub fn centre_view_loader(
     loader(&spec, format!("1x{side}:1-1"), AugmentConfig::centre())
 }
 
+/// The datasets' own image size when both splits, `(dataset, split)`, hold square images of one
+/// size: features are computed on clean images at that size (as fastssl evaluates), whatever the
+/// training views' sizes. `None` when sizes vary (then the caller picks a size).
+pub fn evaluation_side(
+    train: (&Path, &str),
+    test: (&Path, &str),
+) -> Result<Option<u32>, LoaderError> {
+    let side =
+        |(data, split): (&Path, &str)| crate::shard::ShardReader::open(data)?.square_side(split);
+    let (a, b) = (side(train)?, side(test)?);
+    Ok(if a == b { a } else { None })
+}
+
 /// Features of every image the loader yields (centre views).
 pub fn extract(
     backbone: &Backbone,

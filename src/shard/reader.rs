@@ -50,6 +50,25 @@ impl ShardReader {
         &self.dir
     }
 
+    /// The side of `split`'s images when every one is the same square size (CIFAR's 32, STL's
+    /// 96), read from the size columns only; `None` for mixed sizes or an empty split.
+    pub fn square_side(&self, split: &str) -> Result<Option<u32>, ShardError> {
+        let mut side = None;
+        for index in 0..self.manifest.split(split)?.shards.len() {
+            let shard = self.shard(split, index)?;
+            for group in 0..shard.num_groups() {
+                let meta = shard.read_meta(group)?;
+                for (h, w) in meta.height.values().iter().zip(meta.width.values()) {
+                    if h != w || side.is_some_and(|s| s != *h) {
+                        return Ok(None);
+                    }
+                    side = Some(*h);
+                }
+            }
+        }
+        Ok(side.map(u32::from))
+    }
+
     /// The opened shard `index` of `split`, cached for later calls.
     pub fn shard(&self, split: &str, index: usize) -> Result<Arc<Shard>, ShardError> {
         let info = self
