@@ -172,9 +172,10 @@ impl SslModel {
 }
 
 /// Re-draws every weight from a generator seeded by `seed`, so a run's initialisation is
-/// reproducible (candle's CPU device cannot be seeded). Conv and linear weights get candle's own
-/// init, Kaiming normal with fan-in (`std = sqrt(2 / fan_in)`); other biases start at 0;
-/// BatchNorm keeps its constant init. Variables are visited in name order.
+/// reproducible (candle's CPU device cannot be seeded). Conv and linear layers get PyTorch's
+/// default init, which fastssl trains with: weights and biases uniform in `±1/sqrt(fan_in)`
+/// (`kaiming_uniform_(a=sqrt(5))`); BatchNorm keeps γ = 1, β = 0. Variables are visited in name
+/// order.
 pub fn init_seeded(varmap: &candle_nn::VarMap, seed: u64) -> Result<()> {
     use rand::{Rng, SeedableRng};
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x1A17);
@@ -183,33 +184,31 @@ pub fn init_seeded(varmap: &candle_nn::VarMap, seed: u64) -> Result<()> {
     names.sort();
     for name in names {
         let var = &data[name];
-        let dims = var.dims().to_vec();
-        let values: Vec<f32> = if dims.len() >= 2 {
-            let std = (2.0 / dims[1..].iter().product::<usize>() as f64).sqrt();
-            (0..var.elem_count())
-                .map(|_| {
-                    // Box-Muller: two uniforms to one standard normal.
-                    let (u1, u2): (f64, f64) =
-                        (rng.random::<f64>().max(f64::MIN_POSITIVE), rng.random());
-                    ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos() * std) as f32
-                })
-                .collect()
-        } else if is_linear_bias(&data, name) {
-            vec![0.0; var.elem_count()]
+        let fan_in = if var.rank() >= 2 {
+            var.dims()[1..].iter().product::<usize>()
+        } else if let Some(weight) = linear_bias_weight(&data, name) {
+            weight.dims()[1]
         } else {
             continue;
         };
-        let t = Tensor::from_vec(values, dims, var.device())?.to_dtype(var.dtype())?;
+        let bound = 1.0 / (fan_in as f32).sqrt();
+        let values: Vec<f32> = (0..var.elem_count())
+            .map(|_| rng.random_range(-bound..bound))
+            .collect();
+        let t = Tensor::from_vec(values, var.dims(), var.device())?.to_dtype(var.dtype())?;
         var.set(&t)?;
     }
     Ok(())
 }
 
-/// A `.bias` whose sibling `.weight` is a matrix (BatchNorm's weight is a vector).
-fn is_linear_bias(vars: &std::collections::HashMap<String, candle_core::Var>, name: &str) -> bool {
+/// The weight matrix beside a layer's `.bias` (BatchNorm's weight is a vector: none).
+fn linear_bias_weight<'a>(
+    vars: &'a std::collections::HashMap<String, candle_core::Var>,
+    name: &str,
+) -> Option<&'a candle_core::Var> {
     name.strip_suffix(".bias")
         .and_then(|prefix| vars.get(&format!("{prefix}.weight")))
-        .is_some_and(|w| w.rank() >= 2)
+        .filter(|w| w.rank() >= 2)
 }
 
 thread_local! {
@@ -491,11 +490,14 @@ mod tests {
         };
         assert_eq!(weights(1), weights(1));
         assert_ne!(weights(1), weights(2));
+        // PyTorch's default: U(±1/sqrt(fan_in)), fan-in 4 channels x 3 x 3 = 36.
         let w = weights(3);
+        let bound = 1.0 / 36f32.sqrt();
+        assert!(w.iter().all(|v| v.abs() < bound), "inside ±{bound}");
         let std = (w.iter().map(|v| v * v).sum::<f32>() / w.len() as f32).sqrt();
         assert!(
-            (std - (2.0f32 / 36.0).sqrt()).abs() < 0.05,
-            "Kaiming std for fan-in 36: {std}"
+            (std - bound / 3f32.sqrt()).abs() < 0.05 * bound,
+            "uniform std for fan-in 36: {std}"
         );
     }
 
