@@ -34,9 +34,9 @@ struct Cli {
 
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum AugmentSet {
-    /// Our defaults: crop, flip, jitter with hue (p 0.8), grayscale (p 0.2).
+    /// Our defaults (fastssl's recipe): crop, flip, jitter (p 0.8), grayscale (p 0.2).
     Full,
-    /// FFCV-SSL's CIFAR set: crop, flip, brightness/contrast/saturation (p 0.8).
+    /// The defaults without grayscale: crop, flip, brightness/contrast/saturation (p 0.8).
     Ffcv,
     /// Crop and flip only.
     Crop,

@@ -1,4 +1,5 @@
-//! RandomGrayscale: with probability `p`, every channel becomes the pixel's luma.
+//! RandomGrayscale: with probability `p`, every channel becomes the pixel's luma, truncated to an
+//! integer as fastssl's uint8 store does.
 
 use rand::Rng;
 
@@ -23,7 +24,7 @@ impl RandomGrayscale {
 pub fn to_gray(img: &mut Planes) {
     let (r, g, b) = img.rgb_mut();
     for ((r, g), b) in r.iter_mut().zip(g.iter_mut()).zip(b.iter_mut()) {
-        let y = luma(*r, *g, *b);
+        let y = luma(*r, *g, *b).floor();
         (*r, *g, *b) = (y, y, y);
     }
 }
@@ -39,7 +40,7 @@ mod tests {
             data: vec![200.0, 100.0, 50.0],
         };
         to_gray(&mut p);
-        let y = 0.299 * 200.0 + 0.587 * 100.0 + 0.114 * 50.0;
-        assert!(p.data.iter().all(|v| (v - y).abs() < 1e-4));
+        let y = (0.2989f32 * 200.0 + 0.587 * 100.0 + 0.114 * 50.0).floor();
+        assert!(p.data.iter().all(|&v| v == y), "{:?}", p.data);
     }
 }

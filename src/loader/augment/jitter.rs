@@ -1,12 +1,14 @@
-//! ColorJitter as torchvision applies it, with probability `p` (RandomApply): brightness,
-//! contrast, saturation and hue factors drawn uniformly (`[max(0, 1-x), 1+x]`, hue `[-h, h]`),
-//! applied in a random order, clamping to 0..255 after each step.
+//! ColorJitter as fastssl (FFCV-SSL's `ColorJitter`, the paper's recipe) applies it, with
+//! probability `p`: factors drawn uniformly from `[max(0, 1-x), 1+x]` for brightness, contrast
+//! and saturation (hue shift from `[-h, h]`), applied in that fixed order, clamping to 0..255
+//! after each step.
 //!
 //! brightness: x * b; contrast: blend with the image's mean luma; saturation: blend with each
-//! pixel's luma; hue: rotate H in HSV space (torchvision's `_rgb2hsv`/`_hsv2rgb`). A strength of
-//! 0 turns its step off. Each step runs over whole planes, so the loops vectorise.
+//! pixel's luma truncated to an integer (fastssl stores that grey in its uint8 output first);
+//! hue: rotate H in HSV space (torchvision's `_rgb2hsv`/`_hsv2rgb`; fastssl's recipe uses no
+//! hue). The jittered image is truncated to integers, as fastssl's uint8 store does. A strength
+//! of 0 turns its step off. Each step runs over whole planes, so the loops vectorise.
 
-use rand::seq::SliceRandom;
 use rand::Rng;
 
 use super::{luma, Planes, ViewRng};
@@ -20,38 +22,74 @@ pub struct ColorJitter {
     pub hue: f32,
 }
 
+/// The factors of one application; 1 (0 for hue) where a step is off.
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum Step {
-    Brightness(f32),
-    Contrast(f32),
-    Saturation(f32),
-    Hue(f32),
+pub struct JitterFactors {
+    pub brightness: f32,
+    pub contrast: f32,
+    pub saturation: f32,
+    pub hue: f32,
 }
 
 impl ColorJitter {
     /// Returns whether it was applied.
     pub fn apply(&self, rng: &mut ViewRng, img: &mut Planes) -> bool {
-        if rng.random::<f32>() >= self.p {
-            return false;
-        }
-        let factor = |rng: &mut ViewRng, x: f32| rng.random_range((1.0 - x).max(0.0)..=1.0 + x);
-        let mut steps = [
-            Step::Brightness(factor(rng, self.brightness)),
-            Step::Contrast(factor(rng, self.contrast)),
-            Step::Saturation(factor(rng, self.saturation)),
-            Step::Hue(rng.random_range(-self.hue..=self.hue)),
-        ];
-        steps.shuffle(rng);
-        for step in steps {
-            match step {
-                Step::Brightness(f) if self.brightness > 0.0 => brightness(img, f),
-                Step::Contrast(f) if self.contrast > 0.0 => contrast(img, f),
-                Step::Saturation(f) if self.saturation > 0.0 => saturation(img, f),
-                Step::Hue(f) if self.hue > 0.0 => hue(img, f),
-                _ => {}
+        match self.sample(rng) {
+            Some(factors) => {
+                apply_factors(img, &factors);
+                true
             }
+            None => false,
         }
-        true
+    }
+
+    /// Whether to jitter (probability `p`) and with which factors.
+    pub fn sample(&self, rng: &mut ViewRng) -> Option<JitterFactors> {
+        if rng.random::<f32>() >= self.p {
+            return None;
+        }
+        let mut factor = |x: f32| {
+            if x > 0.0 {
+                rng.random_range((1.0 - x).max(0.0)..=1.0 + x)
+            } else {
+                1.0
+            }
+        };
+        let (brightness, contrast, saturation) = (
+            factor(self.brightness),
+            factor(self.contrast),
+            factor(self.saturation),
+        );
+        let hue = if self.hue > 0.0 {
+            rng.random_range(-self.hue..=self.hue)
+        } else {
+            0.0
+        };
+        Some(JitterFactors {
+            brightness,
+            contrast,
+            saturation,
+            hue,
+        })
+    }
+}
+
+/// Brightness, contrast, saturation, hue, in that order, then truncation to integers.
+pub fn apply_factors(img: &mut Planes, f: &JitterFactors) {
+    if f.brightness != 1.0 {
+        brightness(img, f.brightness);
+    }
+    if f.contrast != 1.0 {
+        contrast(img, f.contrast);
+    }
+    if f.saturation != 1.0 {
+        saturation(img, f.saturation);
+    }
+    if f.hue != 0.0 {
+        hue(img, f.hue);
+    }
+    for v in &mut img.data {
+        *v = v.floor();
     }
 }
 
@@ -80,7 +118,7 @@ pub fn contrast(img: &mut Planes, factor: f32) {
 pub fn saturation(img: &mut Planes, factor: f32) {
     let (r, g, b) = img.rgb_mut();
     for ((r, g), b) in r.iter_mut().zip(g.iter_mut()).zip(b.iter_mut()) {
-        let gray = (1.0 - factor) * luma(*r, *g, *b);
+        let gray = (1.0 - factor) * luma(*r, *g, *b).floor();
         *r = (*r * factor + gray).clamp(0.0, 255.0);
         *g = (*g * factor + gray).clamp(0.0, 255.0);
         *b = (*b * factor + gray).clamp(0.0, 255.0);

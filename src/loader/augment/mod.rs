@@ -7,6 +7,7 @@
 //! Randomness: each view draws from its own generator, seeded from (seed, epoch, sample, view), so a
 //! view is the same whichever thread makes it and any batch can be regenerated.
 
+pub mod area;
 pub mod blur;
 pub mod flip;
 pub mod grayscale;
@@ -20,8 +21,8 @@ use rand_chacha::ChaCha8Rng;
 pub use blur::GaussianBlur;
 pub use flip::HorizontalFlip;
 pub use grayscale::RandomGrayscale;
-pub use jitter::ColorJitter;
-pub use rrc::{CropBox, RandomResizedCrop};
+pub use jitter::{ColorJitter, JitterFactors};
+pub use rrc::{CropBox, RandomResizedCrop, ResizeScratch};
 pub use solarize::Solarize;
 
 /// The random generator of one view.
@@ -107,7 +108,7 @@ pub struct ViewPipeline {
 
 /// Buffers a worker reuses for every view it makes.
 pub struct ViewScratch {
-    pub resizer: fast_image_resize::Resizer,
+    pub resize: ResizeScratch,
     pub crop: Vec<u8>,
     pub planes: Planes,
     pub blur: Vec<f32>,
@@ -116,7 +117,7 @@ pub struct ViewScratch {
 impl Default for ViewScratch {
     fn default() -> Self {
         Self {
-            resizer: fast_image_resize::Resizer::new(),
+            resize: ResizeScratch::default(),
             crop: Vec::new(),
             planes: Planes::new(0),
             blur: Vec::new(),
@@ -165,7 +166,7 @@ impl ViewPipeline {
     ) {
         let crop = self.crop.sample(rng, width, height);
         self.crop.apply(
-            &mut scratch.resizer,
+            &mut scratch.resize,
             src,
             width,
             height,
@@ -186,10 +187,10 @@ impl ViewPipeline {
     }
 }
 
-/// ITU-R 601 luma, as torchvision's `rgb_to_grayscale`.
+/// ITU-R 601 luma with fastssl's coefficients (torchvision's `rgb_to_grayscale` has 0.299).
 #[inline]
 pub fn luma(r: f32, g: f32, b: f32) -> f32 {
-    0.299 * r + 0.587 * g + 0.114 * b
+    0.2989 * r + 0.587 * g + 0.114 * b
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! RandomResizedCrop with torchvision's sampling: up to 10 tries of an area fraction drawn from
 //! `scale` and a log-uniform aspect ratio from `ratio`; if none fits, a centre crop clamped to the
-//! ratio range. The crop is resized to `side x side` with fast_image_resize (SIMD): bilinear with
-//! antialiasing when shrinking (torchvision's `antialias=True`), or area (box) filtering.
+//! ratio range. The crop is resized to `side x side` with OpenCV's `INTER_AREA` (FFCV's crop
+//! decoder, fastssl's recipe: see `area`), or bilinear with antialiasing when shrinking
+//! (torchvision's `antialias=True`) through fast_image_resize (SIMD).
 
 use fast_image_resize::images::{Image, ImageRef};
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
@@ -34,10 +35,19 @@ pub struct CropBox {
 #[serde(rename_all = "lowercase")]
 pub enum Interpolation {
     /// Bilinear, antialiased when downscaling (torchvision's default).
-    #[default]
     Bilinear,
-    /// Area averaging (box filter), as FFCV's cv2 INTER_AREA.
+    /// OpenCV's INTER_AREA, as FFCV's crop decoder (fastssl's recipe): area averaging when
+    /// shrinking, sharp pixel copies when enlarging.
+    #[default]
     Area,
+}
+
+/// Buffers a worker keeps for resizing.
+#[derive(Default)]
+pub struct ResizeScratch {
+    pub resizer: Resizer,
+    /// The area resize's horizontal pass.
+    pub rows: Vec<f32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -102,7 +112,7 @@ impl RandomResizedCrop {
     /// Resizes `crop` of the RGB8 image `src` (`width x height`) into `dst` (`side x side x 3`).
     pub fn apply(
         &self,
-        resizer: &mut Resizer,
+        scratch: &mut ResizeScratch,
         src: &[u8],
         width: u32,
         height: u32,
@@ -111,14 +121,14 @@ impl RandomResizedCrop {
     ) {
         let side = self.side;
         dst.resize((side * side * 3) as usize, 0);
+        if self.interpolation == Interpolation::Area {
+            super::area::resize_area(src, width, crop, side, &mut scratch.rows, dst);
+            return;
+        }
         let source = ImageRef::new(width, height, src, PixelType::U8x3)
             .expect("src holds width*height*3 bytes");
         let mut target =
             Image::from_slice_u8(side, side, dst, PixelType::U8x3).expect("dst sized above");
-        let filter = match self.interpolation {
-            Interpolation::Bilinear => FilterType::Bilinear,
-            Interpolation::Area => FilterType::Box,
-        };
         let options = ResizeOptions::new()
             .crop(
                 f64::from(crop.left),
@@ -126,8 +136,9 @@ impl RandomResizedCrop {
                 f64::from(crop.width),
                 f64::from(crop.height),
             )
-            .resize_alg(ResizeAlg::Convolution(filter));
-        resizer
+            .resize_alg(ResizeAlg::Convolution(FilterType::Bilinear));
+        scratch
+            .resizer
             .resize(&source, &mut target, &options)
             .expect("same pixel type on both sides");
     }
@@ -189,20 +200,26 @@ mod tests {
     #[test]
     fn full_crop_of_same_size_is_identity() {
         let src: Vec<u8> = (0..16 * 16 * 3).map(|v| (v % 251) as u8).collect();
-        let mut out = Vec::new();
-        rrc((1.0, 1.0)).apply(
-            &mut Resizer::new(),
-            &src,
-            16,
-            16,
-            CropBox {
-                left: 0,
-                top: 0,
-                width: 16,
-                height: 16,
-            },
-            &mut out,
-        );
-        assert_eq!(out, src);
+        for interpolation in [Interpolation::Bilinear, Interpolation::Area] {
+            let mut out = Vec::new();
+            RandomResizedCrop {
+                interpolation,
+                ..rrc((1.0, 1.0))
+            }
+            .apply(
+                &mut ResizeScratch::default(),
+                &src,
+                16,
+                16,
+                CropBox {
+                    left: 0,
+                    top: 0,
+                    width: 16,
+                    height: 16,
+                },
+                &mut out,
+            );
+            assert_eq!(out, src, "{interpolation:?}");
+        }
     }
 }
