@@ -12,9 +12,11 @@ use super::augment::{view_rng, ViewPipeline, ViewScratch};
 use super::dataset::{Dataset, WorkerCache};
 use super::LoaderError;
 
-/// CIFAR-10 channel means and standard deviations (of 0..1 pixels), the usual normalisation.
+/// CIFAR-10 channel means and standard deviations (of 0..1 pixels) as fastssl normalises
+/// (`CIFAR_FFCV_MEAN/STD` / 255; the stds are the usual per-image ones, not the pixel-level
+/// 0.247, 0.243, 0.261).
 pub const CIFAR10_MEAN: [f32; 3] = [0.4914, 0.4822, 0.4465];
-pub const CIFAR10_STD: [f32; 3] = [0.2470, 0.2435, 0.2616];
+pub const CIFAR10_STD: [f32; 3] = [0.2023, 0.1994, 0.2010];
 
 /// Time spent per stage, summed over a batch's samples (or over many batches).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
