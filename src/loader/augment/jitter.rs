@@ -222,12 +222,44 @@ mod tests {
             ],
         };
         contrast(&mut two, 0.0);
+        // fastssl's luma weights sum to 0.9999.
         assert!(
-            two.data.iter().all(|v| (v - 50.0).abs() < 1e-3),
+            two.data.iter().all(|v| (v - 50.0).abs() < 1e-2),
             "{:?}",
             two.data
         );
         brightness(&mut two, 10.0);
         assert!(two.data.iter().all(|&v| v == 255.0));
+    }
+
+    /// A 2x2 image through fastssl's ColorJitter body (tools/reference_torch.py's
+    /// `color_jitter`): brightness, contrast, saturation in that order, uint8 truncation.
+    #[test]
+    fn factors_apply_in_fastssl_order_and_arithmetic() {
+        let source = [200, 10, 90, 255, 100, 40, 180, 250, 50, 220, 30, 5];
+        for (factors, expected) in [
+            (
+                (1.3, 0.6, 1.4),
+                [238, 58, 118, 222, 133, 91, 217, 222, 79, 255, 53, 14],
+            ),
+            (
+                (0.7, 1.4, 0.5),
+                [121, 10, 73, 198, 72, 11, 117, 196, 47, 99, 48, 92],
+            ),
+        ] {
+            let mut img = Planes {
+                side: 2,
+                data: source.iter().map(|&v| f32::from(v as u8)).collect(),
+            };
+            let f = JitterFactors {
+                brightness: factors.0,
+                contrast: factors.1,
+                saturation: factors.2,
+                hue: 0.0,
+            };
+            apply_factors(&mut img, &f);
+            let expected: Vec<f32> = expected.iter().map(|&v| v as f32).collect();
+            assert_eq!(img.data, expected, "{factors:?}");
+        }
     }
 }
