@@ -17,8 +17,8 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use sslfast::config::{
-    AugmentConfig, CachePolicy, Container, EncodingMode, LoaderConfig, Order, PackConfig,
-    SourceFormat,
+    AugmentConfig, CachePolicy, Container, EncodingMode, Interpolation, LoaderConfig, Order,
+    PackConfig, SourceFormat,
 };
 
 #[derive(Parser)]
@@ -83,6 +83,9 @@ enum Command {
         baseline_batches: usize,
         #[arg(long, value_enum, default_value_t = AugmentSet::Full)]
         augment: AugmentSet,
+        /// The crop's resize filter (default: area, FFCV's INTER_AREA).
+        #[arg(long, value_enum)]
+        interpolation: Option<Interpolation>,
         #[arg(long, value_enum, default_value_t = Order::Random)]
         order: Order,
         #[arg(long, value_enum, default_value_t = CachePolicy::Auto)]
@@ -184,16 +187,20 @@ fn run(cli: Cli) -> Result<()> {
             batches,
             baseline_batches,
             augment,
+            interpolation,
             order,
             cache,
             prefetch,
             json,
         } => {
-            let augment = match augment {
+            let mut augment = match augment {
                 AugmentSet::Full => AugmentConfig::default(),
                 AugmentSet::Ffcv => AugmentConfig::ffcv(),
                 AugmentSet::Crop => AugmentConfig::crop_only(),
             };
+            if let Some(interpolation) = interpolation {
+                augment.interpolation = interpolation;
+            }
             let cfg = LoaderConfig {
                 data,
                 split,

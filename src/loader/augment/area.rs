@@ -23,20 +23,25 @@ impl AxisTaps {
     /// The taps for `src` pixels to `dst` pixels; `shrink_both` is OpenCV's choice of the area
     /// table (every axis shrinks or keeps its size) over the area-mode linear one.
     pub fn new(src: usize, dst: usize, shrink_both: bool) -> Self {
-        let mut t = Self {
-            offsets: vec![0],
-            taps: Vec::with_capacity(dst * 2),
-        };
+        let mut t = Self::default();
+        t.fill(src, dst, shrink_both);
+        t
+    }
+
+    /// [`AxisTaps::new`] into this table's storage.
+    fn fill(&mut self, src: usize, dst: usize, shrink_both: bool) {
+        self.offsets.clear();
+        self.offsets.push(0);
+        self.taps.clear();
         let scale = src as f64 / dst as f64;
         for d in 0..dst {
             if shrink_both {
-                t.push_area(d, src, scale);
+                self.push_area(d, src, scale);
             } else {
-                t.push_linear(d, src, scale, dst as f64 / src as f64);
+                self.push_linear(d, src, scale, dst as f64 / src as f64);
             }
-            t.offsets.push(t.taps.len());
+            self.offsets.push(self.taps.len());
         }
-        t
     }
 
     /// `computeResizeAreaTab`: the fraction of each source pixel under the output cell.
@@ -73,20 +78,30 @@ impl AxisTaps {
     }
 }
 
+/// Buffers a worker keeps across views: tap tables and the passes' rows.
+#[derive(Debug, Default)]
+pub struct AreaScratch {
+    xs: AxisTaps,
+    ys: AxisTaps,
+    rows: Vec<f32>,
+    acc: Vec<f32>,
+}
+
 /// Resizes `crop` of the RGB8 image `src` (`width` pixels a row) to `side x side` into `dst`
-/// (HWC), using `rows` as scratch.
+/// (HWC).
 pub fn resize_area(
     src: &[u8],
     width: u32,
     crop: CropBox,
     side: u32,
-    rows: &mut Vec<f32>,
+    scratch: &mut AreaScratch,
     dst: &mut [u8],
 ) {
     let (cw, ch, side) = (crop.width as usize, crop.height as usize, side as usize);
     let shrink_both = cw >= side && ch >= side;
-    let xs = AxisTaps::new(cw, side, shrink_both);
-    let ys = AxisTaps::new(ch, side, shrink_both);
+    let AreaScratch { xs, ys, rows, acc } = scratch;
+    xs.fill(cw, side, shrink_both);
+    ys.fill(ch, side, shrink_both);
     // Horizontal pass over the crop's rows: [ch][side][3].
     rows.clear();
     rows.resize(ch * side * 3, 0.0);
@@ -105,7 +120,8 @@ pub fn resize_area(
         }
     }
     // Vertical pass, rounded into u8.
-    let mut acc = vec![0f32; side * 3];
+    acc.clear();
+    acc.resize(side * 3, 0.0);
     for y in 0..side {
         let out = &mut dst[y * side * 3..(y + 1) * side * 3];
         acc.iter_mut().for_each(|a| *a = 0.0);
@@ -115,8 +131,10 @@ pub fn resize_area(
                 *a += w * v;
             }
         }
-        for (o, a) in out.iter_mut().zip(&acc) {
-            *o = a.round().clamp(0.0, 255.0) as u8;
+        // Values are non-negative, so adding 0.5 and truncating rounds as `round` would, and
+        // vectorises where `round` does not.
+        for (o, a) in out.iter_mut().zip(acc.iter()) {
+            *o = (a + 0.5).min(255.0) as u8;
         }
     }
 }
@@ -177,7 +195,7 @@ mod tests {
             height: 2,
         };
         let mut dst = vec![0u8; 3 * 3 * 3];
-        resize_area(&src, 4, crop, 3, &mut Vec::new(), &mut dst);
+        resize_area(&src, 4, crop, 3, &mut AreaScratch::default(), &mut dst);
         assert!(dst.iter().all(|&v| v == 255), "{dst:?}");
     }
 }

@@ -3,7 +3,7 @@
 
 use rand::Rng;
 
-use super::{luma, Planes, ViewRng};
+use super::{luma, truncate, Planes, ViewRng};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RandomGrayscale {
@@ -24,7 +24,7 @@ impl RandomGrayscale {
 pub fn to_gray(img: &mut Planes) {
     let (r, g, b) = img.rgb_mut();
     for ((r, g), b) in r.iter_mut().zip(g.iter_mut()).zip(b.iter_mut()) {
-        let y = luma(*r, *g, *b).floor();
+        let y = truncate(luma(*r, *g, *b));
         (*r, *g, *b) = (y, y, y);
     }
 }

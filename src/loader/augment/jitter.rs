@@ -11,7 +11,7 @@
 
 use rand::Rng;
 
-use super::{luma, Planes, ViewRng};
+use super::{luma, truncate, Planes, ViewRng};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ColorJitter {
@@ -89,7 +89,7 @@ pub fn apply_factors(img: &mut Planes, f: &JitterFactors) {
         hue(img, f.hue);
     }
     for v in &mut img.data {
-        *v = v.floor();
+        *v = truncate(*v);
     }
 }
 
@@ -118,7 +118,7 @@ pub fn contrast(img: &mut Planes, factor: f32) {
 pub fn saturation(img: &mut Planes, factor: f32) {
     let (r, g, b) = img.rgb_mut();
     for ((r, g), b) in r.iter_mut().zip(g.iter_mut()).zip(b.iter_mut()) {
-        let gray = (1.0 - factor) * luma(*r, *g, *b).floor();
+        let gray = (1.0 - factor) * truncate(luma(*r, *g, *b));
         *r = (*r * factor + gray).clamp(0.0, 255.0);
         *g = (*g * factor + gray).clamp(0.0, 255.0);
         *b = (*b * factor + gray).clamp(0.0, 255.0);

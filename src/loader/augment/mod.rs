@@ -187,6 +187,13 @@ impl ViewPipeline {
     }
 }
 
+/// `v` truncated to an integer as fastssl's uint8 stores do, for pixel values in 0..=255:
+/// truncation through `i32` vectorises where `floor` (without SSE4.1) is a library call.
+#[inline]
+pub fn truncate(v: f32) -> f32 {
+    (v as i32) as f32
+}
+
 /// ITU-R 601 luma with fastssl's coefficients (torchvision's `rgb_to_grayscale` has 0.299).
 #[inline]
 pub fn luma(r: f32, g: f32, b: f32) -> f32 {

@@ -46,8 +46,7 @@ pub enum Interpolation {
 #[derive(Default)]
 pub struct ResizeScratch {
     pub resizer: Resizer,
-    /// The area resize's horizontal pass.
-    pub rows: Vec<f32>,
+    pub area: super::area::AreaScratch,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -122,7 +121,7 @@ impl RandomResizedCrop {
         let side = self.side;
         dst.resize((side * side * 3) as usize, 0);
         if self.interpolation == Interpolation::Area {
-            super::area::resize_area(src, width, crop, side, &mut scratch.rows, dst);
+            super::area::resize_area(src, width, crop, side, &mut scratch.area, dst);
             return;
         }
         let source = ImageRef::new(width, height, src, PixelType::U8x3)
