@@ -372,6 +372,9 @@ pub struct TrainConfig {
     pub epochs: u64,
     /// Stop each epoch after this many steps (0: the whole epoch); for quick runs.
     pub max_steps_per_epoch: usize,
+    /// Drop each epoch's last short batch (false: fastssl keeps it). A last batch of a single
+    /// image is skipped either way: the loss's standard deviations are undefined on it.
+    pub drop_last: bool,
     /// Loader worker threads (0: all cores).
     pub threads: usize,
     pub prefetch: usize,
@@ -425,6 +428,7 @@ impl Default for TrainConfig {
             batch_size: DEFAULT_BATCH_SIZE,
             epochs: DEFAULT_EPOCHS,
             max_steps_per_epoch: 0,
+            drop_last: false,
             threads: 0,
             prefetch: DEFAULT_PREFETCH,
             fraction: 1.0,

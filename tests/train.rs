@@ -165,3 +165,34 @@ fn cli_names_a_mistyped_key() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("unknown field `bakbone`"), "{err}");
 }
+
+/// fastssl keeps each epoch's short last batch; one of a single image is skipped, not trained on
+/// with undefined standard deviations.
+#[test]
+fn last_short_batch_is_kept_and_a_lone_image_skipped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let kept = tmp.path().join("kept");
+    let s = train(&config(&kept, &["epochs=1", "batch_size=43"]), &[], false).unwrap();
+    assert_eq!(s.steps, 7, "300 images: 6 batches of 43 and one of 42");
+    let dropped = tmp.path().join("dropped");
+    let s = train(
+        &config(&dropped, &["epochs=1", "batch_size=43", "drop_last=true"]),
+        &[],
+        false,
+    )
+    .unwrap();
+    assert_eq!(s.steps, 6);
+    let lone = tmp.path().join("lone");
+    let s = train(&config(&lone, &["epochs=1", "batch_size=299"]), &[], false).unwrap();
+    assert_eq!(
+        s.steps, 1,
+        "the batch of 299 trains, the lone image does not"
+    );
+    assert!(s.last_loss.is_finite());
+    let skips = metrics::read(&lone)
+        .unwrap()
+        .into_iter()
+        .filter(|r| r["kind"] == "skip")
+        .count();
+    assert_eq!(skips, 1);
+}

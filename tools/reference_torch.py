@@ -134,8 +134,9 @@ def color_jitter(img, brightness, contrast, saturation):
 
 
 def grayscale(img):
-    """fastssl's RandomGrayscale body: float32 luma truncated into every channel."""
-    y = luma(img.astype(np.float32)).astype(np.uint8)
+    """fastssl's RandomGrayscale body: luma truncated into every channel (numba computes
+    `0.2989 * img` in float64 although `img` is float32)."""
+    y = luma(img.astype(np.float64)).astype(np.uint8)
     return np.repeat(y, 3, axis=2)
 
 

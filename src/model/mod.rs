@@ -186,8 +186,8 @@ pub fn init_seeded(varmap: &candle_nn::VarMap, seed: u64) -> Result<()> {
         let var = &data[name];
         let fan_in = if var.rank() >= 2 {
             var.dims()[1..].iter().product::<usize>()
-        } else if let Some(weight) = linear_bias_weight(&data, name) {
-            weight.dims()[1]
+        } else if let Some(weight) = layer_bias_weight(&data, name) {
+            weight.dims()[1..].iter().product::<usize>()
         } else {
             continue;
         };
@@ -201,8 +201,8 @@ pub fn init_seeded(varmap: &candle_nn::VarMap, seed: u64) -> Result<()> {
     Ok(())
 }
 
-/// The weight matrix beside a layer's `.bias` (BatchNorm's weight is a vector: none).
-fn linear_bias_weight<'a>(
+/// The weight beside a conv or linear layer's `.bias` (BatchNorm's weight is a vector: none).
+fn layer_bias_weight<'a>(
     vars: &'a std::collections::HashMap<String, candle_core::Var>,
     name: &str,
 ) -> Option<&'a candle_core::Var> {

@@ -133,6 +133,7 @@ fn setup(cfg: &TrainConfig) -> Result<Setup, TrainError> {
         prefetch: cfg.prefetch,
         seed: cfg.seed,
         fraction: cfg.fraction,
+        drop_last: cfg.drop_last,
         augment: cfg.augment.clone(),
         ..LoaderConfig::default()
     })?;
@@ -288,6 +289,16 @@ pub fn train(
                 .next()
                 .ok_or_else(|| TrainError::Setup("loader ended early".into()))??;
             let waited = step_start.elapsed();
+            if batch.len() < 2 {
+                // A lone image: every standard deviation of the loss divides by zero.
+                metrics.write(&json!({ "kind": "skip", "epoch": epoch, "batch": number, "images": batch.len() }))?;
+                state.cursor = Cursor {
+                    epoch,
+                    batches_done: number + 1,
+                };
+                progress.inc(1);
+                continue;
+            }
             let inputs = batch.to_tensors(&s.device, cfg.mean, cfg.std)?;
             let parts = loss(cfg, &s.model.embed(&inputs, true)?, s.k)?;
             let value = parts.total.to_dtype(DType::F32)?.to_scalar::<f32>()?;
@@ -403,6 +414,11 @@ fn check_resumable(cfg: &TrainConfig, saved: &str, run: &Path) -> Result<(), Tra
             cfg.fraction.to_string(),
         ),
         ("split", saved.split.clone(), cfg.split.clone()),
+        (
+            "drop_last",
+            saved.drop_last.to_string(),
+            cfg.drop_last.to_string(),
+        ),
         (
             "backbone",
             format!("{:?}", saved.backbone),

@@ -2,8 +2,10 @@
 //! when the crop shrinks on both axes, every output pixel averages the source area it covers
 //! (`computeResizeAreaTab`); otherwise OpenCV switches to its "area mode" linear interpolation,
 //! which copies source pixels and blends only where an output pixel straddles two of them, so
-//! enlarged crops stay sharp (a bilinear filter would blur them). Separable: rows, then columns;
-//! the result is rounded to u8 as OpenCV's `saturate_cast` does.
+//! enlarged crops stay sharp (a bilinear filter would blur them). Separable: rows, then columns,
+//! in f32. Rounding to u8 follows OpenCV's: half to even (`cvRound`) on the area table, half up
+//! where OpenCV adds half before shifting (the linear mode's 11-bit fixed point, whose weights
+//! we keep in f32, so a value on a rounding edge can land one step away, and the 2x2 average).
 
 use super::rrc::CropBox;
 
@@ -100,6 +102,8 @@ pub fn resize_area(
     let (cw, ch, side) = (crop.width as usize, crop.height as usize, side as usize);
     let shrink_both = cw >= side && ch >= side;
     let AreaScratch { xs, ys, rows, acc } = scratch;
+    let halving = cw == 2 * side && ch == 2 * side;
+    let half_even = shrink_both && !halving;
     xs.fill(cw, side, shrink_both);
     ys.fill(ch, side, shrink_both);
     // Horizontal pass over the crop's rows: [ch][side][3].
@@ -131,10 +135,17 @@ pub fn resize_area(
                 *a += w * v;
             }
         }
-        // Values are non-negative, so adding 0.5 and truncating rounds as `round` would, and
-        // vectorises where `round` does not.
-        for (o, a) in out.iter_mut().zip(acc.iter()) {
-            *o = (a + 0.5).min(255.0) as u8;
+        // Values are non-negative. Without a library call (the baseline x86-64 target has no
+        // rounding instruction): adding and removing 1.5 * 2^23 rounds half to even under the
+        // default rounding mode; adding 0.5 before the truncating cast rounds half up.
+        if half_even {
+            for (o, a) in out.iter_mut().zip(acc.iter()) {
+                *o = ((a + 12_582_912.0) - 12_582_912.0).min(255.0) as u8;
+            }
+        } else {
+            for (o, a) in out.iter_mut().zip(acc.iter()) {
+                *o = (a + 0.5).min(255.0) as u8;
+            }
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use rand::Rng;
 
-use super::{luma, truncate, Planes, ViewRng};
+use super::{Planes, ViewRng};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RandomGrayscale {
@@ -24,7 +24,8 @@ impl RandomGrayscale {
 pub fn to_gray(img: &mut Planes) {
     let (r, g, b) = img.rgb_mut();
     for ((r, g), b) in r.iter_mut().zip(g.iter_mut()).zip(b.iter_mut()) {
-        let y = truncate(luma(*r, *g, *b));
+        // In f64, as fastssl's numba code computes it.
+        let y = super::jitter::luma64(f64::from(*r), f64::from(*g), f64::from(*b)).trunc() as f32;
         (*r, *g, *b) = (y, y, y);
     }
 }
@@ -40,7 +41,7 @@ mod tests {
             data: vec![200.0, 100.0, 50.0],
         };
         to_gray(&mut p);
-        let y = (0.2989f32 * 200.0 + 0.587 * 100.0 + 0.114 * 50.0).floor();
+        let y = (0.2989f64 * 200.0 + 0.587 * 100.0 + 0.114 * 50.0).floor() as f32;
         assert!(p.data.iter().all(|&v| v == y), "{:?}", p.data);
     }
 }

@@ -4,14 +4,14 @@
 //! after each step.
 //!
 //! brightness: x * b; contrast: blend with the image's mean luma; saturation: blend with each
-//! pixel's luma truncated to an integer (fastssl stores that grey in its uint8 output first);
-//! hue: rotate H in HSV space (torchvision's `_rgb2hsv`/`_hsv2rgb`; fastssl's recipe uses no
-//! hue). The jittered image is truncated to integers, as fastssl's uint8 store does. A strength
-//! of 0 turns its step off. Each step runs over whole planes, so the loops vectorise.
+//! pixel's luma truncated to an integer (fastssl stores that grey in its uint8 output first).
+//! The jittered image is truncated to integers, as fastssl's uint8 store does. A strength of 0
+//! turns its step off. A non-zero `hue` departs from fastssl (whose recipe has none, and whose
+//! hue step is a rotation in RGB): it shifts H in HSV space as torchvision does.
 
 use rand::Rng;
 
-use super::{luma, truncate, Planes, ViewRng};
+use super::{truncate, Planes, ViewRng};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ColorJitter {
@@ -74,55 +74,67 @@ impl ColorJitter {
     }
 }
 
-/// Brightness, contrast, saturation, hue, in that order, then truncation to integers.
+/// Brightness, contrast, saturation, hue, in that order, then truncation to integers. The first
+/// three run per pixel in f64, as fastssl's numba code does, so that its truncations fall on the
+/// same side of every integer.
 pub fn apply_factors(img: &mut Planes, f: &JitterFactors) {
-    if f.brightness != 1.0 {
-        brightness(img, f.brightness);
-    }
-    if f.contrast != 1.0 {
-        contrast(img, f.contrast);
-    }
-    if f.saturation != 1.0 {
-        saturation(img, f.saturation);
-    }
-    if f.hue != 0.0 {
-        hue(img, f.hue);
-    }
-    for v in &mut img.data {
-        *v = truncate(*v);
-    }
-}
-
-pub fn brightness(img: &mut Planes, factor: f32) {
-    for v in &mut img.data {
-        *v = (*v * factor).clamp(0.0, 255.0);
-    }
-}
-
-pub fn contrast(img: &mut Planes, factor: f32) {
+    let (b, c, s) = (
+        f64::from(f.brightness),
+        f64::from(f.contrast),
+        f64::from(f.saturation),
+    );
+    let clip = |v: f64| v.clamp(0.0, 255.0);
+    let bright = |v: f32| {
+        if b != 1.0 {
+            clip(b * f64::from(v))
+        } else {
+            f64::from(v)
+        }
+    };
     let n = img.area();
-    let (r, g, b) = (&img.data[..n], &img.data[n..2 * n], &img.data[2 * n..]);
-    let mean = r
-        .iter()
-        .zip(g)
-        .zip(b)
-        .map(|((r, g), b)| luma(*r, *g, *b))
-        .sum::<f32>()
-        / n as f32;
-    let offset = (1.0 - factor) * mean;
-    for v in &mut img.data {
-        *v = (*v * factor + offset).clamp(0.0, 255.0);
+    // Contrast blends with the mean luma of the image as brightness left it.
+    let mean = if c != 1.0 {
+        let (r, g, bl) = (&img.data[..n], &img.data[n..2 * n], &img.data[2 * n..]);
+        let sum: f64 = (0..n)
+            .map(|i| luma64(bright(r[i]), bright(g[i]), bright(bl[i])))
+            .sum();
+        sum / n as f64
+    } else {
+        0.0
+    };
+    let hue_after = f.hue != 0.0;
+    let (r, g, bl) = img.rgb_mut();
+    for ((r, g), bl) in r.iter_mut().zip(g.iter_mut()).zip(bl.iter_mut()) {
+        let mut px = [bright(*r), bright(*g), bright(*bl)];
+        if c != 1.0 {
+            px = px.map(|v| clip(c * v + (1.0 - c) * mean));
+        }
+        if s != 1.0 {
+            // fastssl stores the grey in its uint8 output first: truncated.
+            let gray = (1.0 - s) * luma64(px[0], px[1], px[2]).trunc();
+            px = px.map(|v| clip(s * v + gray));
+        }
+        // Truncated now unless hue follows: an f64 just below an integer may round up to it in f32.
+        let store = |v: f64| {
+            if hue_after {
+                v as f32
+            } else {
+                v.trunc() as f32
+            }
+        };
+        (*r, *g, *bl) = (store(px[0]), store(px[1]), store(px[2]));
+    }
+    if hue_after {
+        hue(img, f.hue);
+        for v in &mut img.data {
+            *v = truncate(*v);
+        }
     }
 }
 
-pub fn saturation(img: &mut Planes, factor: f32) {
-    let (r, g, b) = img.rgb_mut();
-    for ((r, g), b) in r.iter_mut().zip(g.iter_mut()).zip(b.iter_mut()) {
-        let gray = (1.0 - factor) * truncate(luma(*r, *g, *b));
-        *r = (*r * factor + gray).clamp(0.0, 255.0);
-        *g = (*g * factor + gray).clamp(0.0, 255.0);
-        *b = (*b * factor + gray).clamp(0.0, 255.0);
-    }
+/// fastssl's luma in f64 (numba computes its `0.2989 * img` in double precision).
+pub fn luma64(r: f64, g: f64, b: f64) -> f64 {
+    0.2989 * r + 0.5870 * g + 0.1140 * b
 }
 
 pub fn hue(img: &mut Planes, shift: f32) {
@@ -210,25 +222,34 @@ mod tests {
         );
     }
 
+    fn factors(brightness: f32, contrast: f32, saturation: f32) -> JitterFactors {
+        JitterFactors {
+            brightness,
+            contrast,
+            saturation,
+            hue: 0.0,
+        }
+    }
+
     #[test]
     fn saturation_zero_is_gray_and_contrast_zero_is_the_mean() {
         let mut p = px(200.0, 100.0, 50.0);
-        saturation(&mut p, 0.0);
-        assert!((p.data[0] - p.data[2]).abs() < 1e-3);
+        apply_factors(&mut p, &factors(1.0, 1.0, 0.0));
+        assert!(
+            p.data[0] == p.data[1] && p.data[1] == p.data[2],
+            "{:?}",
+            p.data
+        );
         let mut two = Planes {
             side: 2,
             data: vec![
                 0.0, 100.0, 0.0, 100.0, 0.0, 100.0, 0.0, 100.0, 0.0, 100.0, 0.0, 100.0,
             ],
         };
-        contrast(&mut two, 0.0);
-        // fastssl's luma weights sum to 0.9999.
-        assert!(
-            two.data.iter().all(|v| (v - 50.0).abs() < 1e-2),
-            "{:?}",
-            two.data
-        );
-        brightness(&mut two, 10.0);
+        // fastssl's luma weights sum to 0.9999: the mean is 49.995, truncated to 49.
+        apply_factors(&mut two, &factors(1.0, 0.0, 1.0));
+        assert!(two.data.iter().all(|&v| v == 49.0), "{:?}", two.data);
+        apply_factors(&mut two, &factors(10.0, 1.0, 1.0));
         assert!(two.data.iter().all(|&v| v == 255.0));
     }
 
@@ -237,7 +258,7 @@ mod tests {
     #[test]
     fn factors_apply_in_fastssl_order_and_arithmetic() {
         let source = [200, 10, 90, 255, 100, 40, 180, 250, 50, 220, 30, 5];
-        for (factors, expected) in [
+        for ((b, c, s), expected) in [
             (
                 (1.3, 0.6, 1.4),
                 [238, 58, 118, 222, 133, 91, 217, 222, 79, 255, 53, 14],
@@ -251,15 +272,9 @@ mod tests {
                 side: 2,
                 data: source.iter().map(|&v| f32::from(v as u8)).collect(),
             };
-            let f = JitterFactors {
-                brightness: factors.0,
-                contrast: factors.1,
-                saturation: factors.2,
-                hue: 0.0,
-            };
-            apply_factors(&mut img, &f);
+            apply_factors(&mut img, &factors(b, c, s));
             let expected: Vec<f32> = expected.iter().map(|&v| v as f32).collect();
-            assert_eq!(img.data, expected, "{factors:?}");
+            assert_eq!(img.data, expected, "{:?}", (b, c, s));
         }
     }
 }

@@ -194,12 +194,6 @@ pub fn truncate(v: f32) -> f32 {
     (v as i32) as f32
 }
 
-/// ITU-R 601 luma with fastssl's coefficients (torchvision's `rgb_to_grayscale` has 0.299).
-#[inline]
-pub fn luma(r: f32, g: f32, b: f32) -> f32 {
-    0.2989 * r + 0.587 * g + 0.114 * b
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
