@@ -148,11 +148,15 @@ pub fn evaluate(req: &EvalRequest) -> Result<EvalReport, EvalError> {
     let side = spec.groups.iter().map(|g| g.size).max().unwrap_or(32);
     let scale = spec.groups.first().map_or((0.08, 1.0), |g| g.scale);
     let model = model(cfg, req.checkpoint.as_deref(), side, &device)?;
-    // Clean images at the datasets' own size where they have one, as fastssl evaluates; else at
-    // the largest training view's.
-    let eval_side =
-        features::evaluation_side((&req.train, &req.train_split), (&req.test, &req.test_split))?
-            .unwrap_or(side);
+    // `eval_size`, or clean images at the datasets' own size where they have one, as fastssl
+    // evaluates; else at the largest training view's.
+    let eval_side = match cfg.eval_size {
+        0 => {
+            features::evaluation_side((&req.train, &req.train_split), (&req.test, &req.test_split))?
+                .unwrap_or(side)
+        }
+        n => n,
+    };
     let feature_spec = |data: &Path, split: &str| FeatureSpec {
         data: data.to_path_buf(),
         split: split.to_string(),

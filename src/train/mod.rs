@@ -194,7 +194,10 @@ impl Monitor {
             return Ok(None);
         }
         let threads = cfg.loader_threads();
-        let side = evaluation_side((data, &cfg.split), (data, &cfg.eval_split))?.unwrap_or(side);
+        let side = match cfg.eval_size {
+            0 => evaluation_side((data, &cfg.split), (data, &cfg.eval_split))?.unwrap_or(side),
+            n => n,
+        };
         Ok(Some(Self {
             bank: centre_view_loader(data, &cfg.split, side, threads)?,
             queries: centre_view_loader(data, &cfg.eval_split, side, threads)?,
