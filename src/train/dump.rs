@@ -7,7 +7,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use super::{setup, TrainError};
+use super::{setup, steps_per_epoch, TrainError};
 use crate::config::TrainConfig;
 use crate::loader::Cursor;
 
@@ -23,10 +23,7 @@ pub fn dump_batches(cfg: &TrainConfig, dir: &Path, epochs: u64) -> Result<usize,
     };
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     s.varmap.save(dir.join(INIT_FILE))?;
-    let per_epoch = match cfg.max_steps_per_epoch {
-        0 => s.loader.batches_per_epoch(),
-        n => n.min(s.loader.batches_per_epoch()),
-    };
+    let per_epoch = steps_per_epoch(cfg, &s.loader);
     let mut written = 0;
     for epoch in 0..epochs {
         let folder = dir.join(format!("epoch-{epoch}"));

@@ -158,6 +158,14 @@ fn setup(cfg: &TrainConfig) -> Result<Setup, TrainError> {
     })
 }
 
+/// Batches an epoch trains on: all of them, or `max_steps_per_epoch` when set.
+fn steps_per_epoch(cfg: &TrainConfig, loader: &Loader) -> usize {
+    match cfg.max_steps_per_epoch {
+        0 => loader.batches_per_epoch(),
+        n => n.min(loader.batches_per_epoch()),
+    }
+}
+
 fn loss(cfg: &TrainConfig, z: &candle_core::Tensor, k: usize) -> candle_core::Result<LossParts> {
     match cfg.loss {
         LossKind::BarlowTwins => barlow_twins::loss(z, k, cfg.lambda(), cfg.loss_form),
@@ -265,10 +273,7 @@ pub fn train(
         metrics.write(&record)?;
     }
 
-    let steps_per_epoch = match cfg.max_steps_per_epoch {
-        0 => s.loader.batches_per_epoch(),
-        n => n.min(s.loader.batches_per_epoch()),
-    };
+    let steps_per_epoch = steps_per_epoch(cfg, &s.loader);
     let total_steps = steps_per_epoch as u64 * cfg.epochs;
     let warmup = (cfg.warmup_epochs * steps_per_epoch as f64).round() as u64;
     let start = Instant::now();
