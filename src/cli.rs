@@ -24,7 +24,7 @@ mod tests {
         let io = std::io::Error::new(std::io::ErrorKind::NotFound, "gone");
         let named = anyhow::Error::new(crate::config::ConfigError::Read {
             path: "a.toml".into(),
-            source: io,
+            error: io,
         });
         assert_eq!(error_message(&named), "a.toml: gone");
         let wrapped = named.context("loading config");

@@ -6,35 +6,24 @@ mod common;
 use std::path::Path;
 
 use common::*;
-use sslfast::config::{apply_sets, TrainConfig};
 use sslfast::eval::{evaluate, EvalReport, EvalRequest, Protocol};
-use sslfast::train::train;
+use sslfast::train::TrainConfig;
 
 fn pretrain_config(out: &Path, sets: &[&str]) -> TrainConfig {
-    let base = TrainConfig {
-        data: small_cifar(200, 50),
-        eval_split: String::new(),
-        views: "2x16:0.2-1".into(),
-        batch_size: 100,
-        epochs: 12,
-        backbone: sslfast::config::BackboneKind::Conv4,
-        width: 16,
-        pdim: 64,
-        lr: 0.003,
-        threads: 2,
-        knn_k: 20,
-        out: out.to_path_buf(),
-        ..TrainConfig::default()
-    };
-    apply_sets(
-        base,
-        &sets.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
-    )
-    .unwrap()
+    let base = [
+        "views=2x16:0.2-1",
+        "batch_size=100",
+        "epochs=12",
+        "width=16",
+        "pdim=64",
+        "lr=0.003",
+        "knn_k=20",
+    ];
+    train_config(small_cifar(200, 50), out, &[&base[..], sets].concat())
 }
 
 fn eval(checkpoint: Option<&Path>, config: TrainConfig, out: &Path) -> EvalReport {
-    let data = config.data.clone();
+    let data = config.loader.data.clone();
     evaluate(&EvalRequest {
         checkpoint: checkpoint.map(Path::to_path_buf),
         config,
@@ -54,7 +43,7 @@ fn eval(checkpoint: Option<&Path>, config: TrainConfig, out: &Path) -> EvalRepor
 fn pretraining_beats_the_random_network_and_chance() {
     let tmp = tempfile::tempdir().unwrap();
     let run = tmp.path().join("run");
-    train(&pretrain_config(&run, &[]), &[], false).unwrap();
+    train(&pretrain_config(&run, &[]), false).unwrap();
     let trained = eval(Some(&run), pretrain_config(&run, &[]), &run);
     let random = eval(None, pretrain_config(&run, &[]), &tmp.path().join("random"));
     eprintln!("trained: {trained}\nrandom: {random}");
@@ -81,7 +70,7 @@ fn pretraining_beats_the_random_network_and_chance() {
 fn cached_features_are_reused_for_the_same_checkpoint_only() {
     let tmp = tempfile::tempdir().unwrap();
     let run = tmp.path().join("run");
-    train(&pretrain_config(&run, &["epochs=1"]), &[], false).unwrap();
+    train(&pretrain_config(&run, &["epochs=1"]), false).unwrap();
     let first = eval(Some(&run), pretrain_config(&run, &[]), &run);
     assert!(!first.features_cached);
     let second = eval(Some(&run), pretrain_config(&run, &[]), &run);
@@ -91,7 +80,7 @@ fn cached_features_are_reused_for_the_same_checkpoint_only() {
         (second.linear_top1, second.knn_top1, second.rankme)
     );
     // Another checkpoint in the same run directory: the cache's key no longer matches.
-    train(&pretrain_config(&run, &["epochs=2"]), &[], true).unwrap();
+    train(&pretrain_config(&run, &["epochs=2"]), true).unwrap();
     let third = eval(Some(&run), pretrain_config(&run, &[]), &run);
     assert!(
         !third.features_cached,

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use candle_core::Device;
 use common::*;
-use sslfast::config::{AugmentConfig, CachePolicy};
+use sslfast::loader::{AugmentConfig, CachePolicy};
 use sslfast::loader::{Batch, Cursor, Loader, LoaderError, Order, CIFAR10_MEAN, CIFAR10_STD};
 
 fn collect(iter: impl Iterator<Item = Result<Batch, LoaderError>>) -> Vec<Batch> {

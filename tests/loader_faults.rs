@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use sslfast::config::CachePolicy;
+use sslfast::loader::CachePolicy;
 use sslfast::loader::Loader;
 
 /// Both tests count loader threads, so they take turns.

@@ -6,28 +6,17 @@ mod common;
 use std::path::Path;
 
 use common::*;
-use sslfast::config::{apply_sets, TrainConfig};
-use sslfast::train::{metrics, train, TrainError};
+use sslfast::train::{metrics, TrainConfig, TrainError};
 
 fn config(out: &Path, sets: &[&str]) -> TrainConfig {
-    let base = TrainConfig {
-        data: small_cifar(30, 5),
-        eval_split: String::new(),
-        views: "2x16:0.2-1".into(),
-        batch_size: 60,
-        epochs: 2,
-        backbone: sslfast::config::BackboneKind::Conv4,
-        width: 4,
-        pdim: 32,
-        threads: 2,
-        out: out.to_path_buf(),
-        ..TrainConfig::default()
-    };
-    apply_sets(
-        base,
-        &sets.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
-    )
-    .unwrap()
+    let base = [
+        "views=2x16:0.2-1",
+        "batch_size=60",
+        "epochs=2",
+        "width=4",
+        "pdim=32",
+    ];
+    train_config(small_cifar(30, 5), out, &[&base[..], sets].concat())
 }
 
 fn step_losses(run: &Path) -> Vec<(u64, f64)> {
@@ -43,11 +32,11 @@ fn step_losses(run: &Path) -> Vec<(u64, f64)> {
 fn resume_gives_the_same_losses_and_weights_as_an_uninterrupted_run() {
     let tmp = tempfile::tempdir().unwrap();
     let straight = tmp.path().join("straight");
-    train(&config(&straight, &[]), &[], false).unwrap();
+    train(&config(&straight, &[]), false).unwrap();
     let split = tmp.path().join("split");
-    train(&config(&split, &["epochs=1"]), &[], false).unwrap();
+    train(&config(&split, &["epochs=1"]), false).unwrap();
     assert_eq!(step_losses(&split).len(), 5, "300 images in batches of 60");
-    train(&config(&split, &["epochs=2"]), &[], true).unwrap();
+    train(&config(&split, &["epochs=2"]), true).unwrap();
     let (a, b) = (step_losses(&straight), step_losses(&split));
     assert_eq!(a.len(), 10);
     assert_eq!(
@@ -62,12 +51,7 @@ fn resume_gives_the_same_losses_and_weights_as_an_uninterrupted_run() {
 fn loss_falls_over_a_few_epochs() {
     let tmp = tempfile::tempdir().unwrap();
     let run = tmp.path().join("run");
-    let summary = train(
-        &config(&run, &["epochs=6", "width=8", "lr=0.003"]),
-        &[],
-        false,
-    )
-    .unwrap();
+    let summary = train(&config(&run, &["epochs=6", "width=8", "lr=0.003"]), false).unwrap();
     let records = metrics::read(&run).unwrap();
     let epochs: Vec<f64> = records
         .iter()
@@ -91,9 +75,9 @@ fn loss_falls_over_a_few_epochs() {
 fn non_finite_loss_stops_and_keeps_the_last_good_checkpoint() {
     let tmp = tempfile::tempdir().unwrap();
     let run = tmp.path().join("run");
-    train(&config(&run, &["epochs=1"]), &[], false).unwrap();
+    train(&config(&run, &["epochs=1"]), false).unwrap();
     let before = std::fs::read(run.join("checkpoint/model.safetensors")).unwrap();
-    let err = train(&config(&run, &["epochs=3", "lr=1e30"]), &[], true).unwrap_err();
+    let err = train(&config(&run, &["epochs=3", "lr=1e30"]), true).unwrap_err();
     match &err {
         // Steps count from 1: the first after resuming is step 6.
         TrainError::NonFinite { epoch, step, .. } => assert!(*epoch >= 1 && *step >= 6, "{err}"),
@@ -115,8 +99,8 @@ fn non_finite_loss_stops_and_keeps_the_last_good_checkpoint() {
 fn an_existing_run_is_not_overwritten() {
     let tmp = tempfile::tempdir().unwrap();
     let run = tmp.path().join("run");
-    train(&config(&run, &["epochs=1"]), &[], false).unwrap();
-    let err = train(&config(&run, &["epochs=1"]), &[], false)
+    train(&config(&run, &["epochs=1"]), false).unwrap();
+    let err = train(&config(&run, &["epochs=1"]), false)
         .unwrap_err()
         .to_string();
     assert!(
@@ -129,12 +113,11 @@ fn an_existing_run_is_not_overwritten() {
 fn resume_refuses_changed_settings_and_survives_a_crash_between_renames() {
     let tmp = tempfile::tempdir().unwrap();
     let run = tmp.path().join("run");
-    train(&config(&run, &["epochs=1"]), &[], false).unwrap();
+    train(&config(&run, &["epochs=1"]), false).unwrap();
     let config_before = std::fs::read_to_string(run.join("config.toml")).unwrap();
     assert!(run.join("checkpoint/config.toml").is_file());
     let err = train(
         &config(&run, &["epochs=2", "seed=9", "batch_size=30"]),
-        &[],
         true,
     )
     .unwrap_err()
@@ -143,6 +126,28 @@ fn resume_refuses_changed_settings_and_survives_a_crash_between_renames() {
         err.contains("seed 0 -> 9") && err.contains("batch_size 60 -> 30"),
         "{err}"
     );
+    // Every key outside the short list of resumable ones is compared, nested ones by full name.
+    let sets = [
+        "epochs=2",
+        "augment.hue=0.1",
+        "loss=vicreg",
+        "stem=imagenet",
+        "optimizer=adamw",
+    ];
+    let err = train(&config(&run, &sets), true).unwrap_err().to_string();
+    for change in [
+        "augment.hue 0.0 -> 0.1",
+        "loss \"barlow-twins\" -> \"vicreg\"",
+        "stem \"auto\" -> \"imagenet\"",
+        "optimizer \"adam\" -> \"adamw\"",
+    ] {
+        assert!(err.contains(change), "{change} missing from: {err}");
+    }
+    // Training longer at a lower learning rate is a resume, not a new run.
+    let lower = ["epochs=2", "lr=0.0005", "threads=1"];
+    let resumed = run.with_file_name("resumed");
+    copy_dir(&run, &resumed);
+    train(&config(&resumed, &lower), true).unwrap();
     assert_eq!(
         std::fs::read_to_string(run.join("config.toml")).unwrap(),
         config_before,
@@ -150,7 +155,7 @@ fn resume_refuses_changed_settings_and_survives_a_crash_between_renames() {
     );
     // A crash after `checkpoint/` moved aside and before its successor moved in.
     std::fs::rename(run.join("checkpoint"), run.join("checkpoint.old")).unwrap();
-    let summary = train(&config(&run, &["epochs=2"]), &[], true).unwrap();
+    let summary = train(&config(&run, &["epochs=2"]), true).unwrap();
     assert_eq!(summary.steps, 10);
     assert!(!run.join("checkpoint.old").exists());
 }
@@ -172,18 +177,17 @@ fn cli_names_a_mistyped_key() {
 fn last_short_batch_is_kept_and_a_lone_image_skipped() {
     let tmp = tempfile::tempdir().unwrap();
     let kept = tmp.path().join("kept");
-    let s = train(&config(&kept, &["epochs=1", "batch_size=43"]), &[], false).unwrap();
+    let s = train(&config(&kept, &["epochs=1", "batch_size=43"]), false).unwrap();
     assert_eq!(s.steps, 7, "300 images: 6 batches of 43 and one of 42");
     let dropped = tmp.path().join("dropped");
     let s = train(
         &config(&dropped, &["epochs=1", "batch_size=43", "drop_last=true"]),
-        &[],
         false,
     )
     .unwrap();
     assert_eq!(s.steps, 6);
     let lone = tmp.path().join("lone");
-    let s = train(&config(&lone, &["epochs=1", "batch_size=299"]), &[], false).unwrap();
+    let s = train(&config(&lone, &["epochs=1", "batch_size=299"]), false).unwrap();
     assert_eq!(
         s.steps, 1,
         "the batch of 299 trains, the lone image does not"
@@ -195,4 +199,17 @@ fn last_short_batch_is_kept_and_a_lone_image_skipped() {
         .filter(|r| r["kind"] == "skip")
         .count();
     assert_eq!(skips, 1);
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
 }

@@ -6,8 +6,81 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::config::LoaderConfig;
-use crate::loader::{Loader, LoaderError, StageTimes};
+use std::path::PathBuf;
+
+use crate::loader::augment::rrc::Interpolation;
+use crate::loader::{
+    AugmentConfig, CachePolicy, Loader, LoaderConfig, LoaderError, Order, StageTimes,
+};
+
+/// Which augmentations the benchmark applies.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum AugmentSet {
+    /// Our defaults (fastssl's recipe): crop, flip, jitter (p 0.8), grayscale (p 0.2).
+    Full,
+    /// The defaults without grayscale: crop, flip, brightness/contrast/saturation (p 0.8).
+    Ffcv,
+    /// Crop and flip only.
+    Crop,
+}
+
+/// What to time; also `ssl-bench loader`'s arguments.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LoaderArgs {
+    /// A dataset directory written by `ssl-pack`.
+    #[arg(long)]
+    pub data: PathBuf,
+    #[arg(long, default_value = "train")]
+    pub split: String,
+    #[arg(long, default_value = crate::loader::DEFAULT_VIEWS)]
+    pub views: String,
+    #[arg(long, default_value_t = 256)]
+    pub batch: usize,
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    /// Batches to time after the first.
+    #[arg(long, default_value_t = 100)]
+    pub batches: usize,
+    /// Batches for the single-threaded baseline.
+    #[arg(long, default_value_t = 10)]
+    pub baseline_batches: usize,
+    #[arg(long, value_enum, default_value_t = AugmentSet::Full)]
+    pub augment: AugmentSet,
+    /// The crop's resize filter (default: area, FFCV's INTER_AREA).
+    #[arg(long, value_enum)]
+    pub interpolation: Option<Interpolation>,
+    #[arg(long, value_enum, default_value_t = Order::Random)]
+    pub order: Order,
+    #[arg(long, value_enum, default_value_t = CachePolicy::Auto)]
+    pub cache: CachePolicy,
+    #[arg(long, default_value_t = 4)]
+    pub prefetch: usize,
+}
+
+impl LoaderArgs {
+    pub fn config(&self) -> LoaderConfig {
+        let mut augment = match self.augment {
+            AugmentSet::Full => AugmentConfig::default(),
+            AugmentSet::Ffcv => AugmentConfig::ffcv(),
+            AugmentSet::Crop => AugmentConfig::crop_only(),
+        };
+        if let Some(interpolation) = self.interpolation {
+            augment.interpolation = interpolation;
+        }
+        LoaderConfig {
+            data: self.data.clone(),
+            split: self.split.clone(),
+            views: self.views.clone(),
+            batch_size: self.batch,
+            threads: self.threads,
+            order: self.order,
+            cache: self.cache,
+            prefetch: self.prefetch,
+            augment,
+            ..LoaderConfig::default()
+        }
+    }
+}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct LoaderReport {
@@ -28,6 +101,28 @@ pub struct LoaderReport {
     pub decoded_in_memory: bool,
 }
 
+impl std::fmt::Display for LoaderReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let r = self;
+        writeln!(
+            f,
+            "loader {} batch={} threads={}: images/s={:.0} views/s={:.0} MB/s={:.1} first_batch_s={:.3} peak_rss_mb={:.0}",
+            r.views, r.batch_size, r.threads, r.images_per_s, r.views_per_s, r.mb_per_s, r.first_batch_s, r.peak_rss_mb
+        )?;
+        let s = &r.stage_ms;
+        writeln!(
+            f,
+            "stage ms/batch (summed over workers): read={:.2} decode={:.2} augment={:.2} assemble={:.2}",
+            s.read, s.decode, s.augment, s.assemble
+        )?;
+        write!(
+            f,
+            "baseline (1 thread, inline): images/s={:.0}; pipeline/baseline={:.2}x",
+            r.baseline_images_per_s, r.speedup_over_baseline
+        )
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct StageMs {
     pub read: f64,
@@ -38,11 +133,8 @@ pub struct StageMs {
 
 /// Runs the pipeline for `batches` batches (after the first) and the baseline for
 /// `baseline_batches`.
-pub fn bench_loader(
-    cfg: &LoaderConfig,
-    batches: usize,
-    baseline_batches: usize,
-) -> Result<LoaderReport, LoaderError> {
+pub fn bench_loader(args: &LoaderArgs) -> Result<LoaderReport, LoaderError> {
+    let (cfg, batches, baseline_batches) = (&args.config(), args.batches, args.baseline_batches);
     let open = Instant::now();
     let loader = Loader::from_config(cfg)?;
     let mut epoch = 0;
@@ -82,7 +174,7 @@ pub fn bench_loader(
     Ok(LoaderReport {
         views: loader.views().to_string(),
         batch_size: cfg.batch_size,
-        threads: cfg.threads,
+        threads: crate::loader::worker_threads(cfg.threads),
         batches: done,
         images_per_s,
         views_per_s: images_per_s * loader.views().views() as f64,

@@ -6,7 +6,28 @@ use std::time::Instant;
 use candle_core::{Device, Tensor, Var};
 use serde::Serialize;
 
-use crate::loss::{barlow_twins, vicreg, LossForm, LossKind};
+use crate::loss::{LossConfig, LossForm, LossKind};
+
+/// What to time; also `ssl-bench loss`'s arguments.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LossArgs {
+    #[arg(long, value_delimiter = ',', default_values_t = [2, 4, 8, 16])]
+    pub k: Vec<usize>,
+    #[arg(long, default_value_t = 256)]
+    pub batch: usize,
+    #[arg(long, value_delimiter = ',', default_values_t = [256, 8192])]
+    pub pdim: Vec<usize>,
+    #[arg(long, value_enum, default_value_t = LossKind::BarlowTwins)]
+    pub loss: LossKind,
+    #[arg(long, default_value_t = 3)]
+    pub reps: usize,
+    /// Skip the naive form where it would hold more than this many GB for backward.
+    #[arg(long, default_value_t = 8.0)]
+    pub max_gb: f64,
+}
+
+/// The header of the table that [`LossTiming`]'s rows print under.
+pub const TABLE_HEADER: &str = "   K  batch   pdim   efficient_ms   naive_ms  speedup";
 
 #[derive(Debug, Clone, Serialize)]
 pub struct LossTiming {
@@ -19,6 +40,20 @@ pub struct LossTiming {
     pub speedup: f64,
 }
 
+impl std::fmt::Display for LossTiming {
+    /// One row of the table under [`TABLE_HEADER`].
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (k, batch, pdim, eff) = (self.k, self.batch, self.pdim, self.efficient_ms);
+        write!(f, "{k:>4} {batch:>6} {pdim:>6} {eff:>14.2}")?;
+        if self.naive_ms.is_nan() {
+            let gb = naive_bytes(k, pdim) as f64 / 1e9;
+            write!(f, "   naive skipped: needs ~{gb:.0} GB (raise --max-gb)")
+        } else {
+            write!(f, " {:>10.2} {:>7.2}x", self.naive_ms, self.speedup)
+        }
+    }
+}
+
 fn time(
     z: &Var,
     k: usize,
@@ -26,14 +61,13 @@ fn time(
     form: LossForm,
     reps: usize,
 ) -> candle_core::Result<f64> {
-    let run = || -> candle_core::Result<()> {
-        let t = z.as_tensor();
-        let parts = match kind {
-            LossKind::BarlowTwins => barlow_twins::loss(t, k, 1.0 / t.dim(1)? as f64, form)?,
-            LossKind::Vicreg => vicreg::loss(t, k, vicreg::Weights::default(), form)?,
-        };
-        parts.total.backward().map(|_| ())
+    // λ = 1/pdim and VICReg's default weights: the loss a run gets by default.
+    let loss = LossConfig {
+        kind,
+        form,
+        ..LossConfig::default()
     };
+    let run = || loss.compute(z.as_tensor(), k)?.total.backward().map(|_| ());
     run()?;
     let start = Instant::now();
     for _ in 0..reps {
@@ -48,19 +82,16 @@ pub fn naive_bytes(k: usize, pdim: usize) -> u64 {
 }
 
 /// Times both forms for every (k, pdim); `reps` repetitions after one warm-up each. The naive
-/// form is skipped (`naive_ms` NaN) where it would need more than `memory_budget` bytes.
+/// form is skipped (`naive_ms` NaN) where it would need more than `max_gb`.
 pub fn bench_loss(
-    kind: LossKind,
-    ks: &[usize],
-    batch: usize,
-    pdims: &[usize],
-    reps: usize,
-    memory_budget: u64,
+    args: &LossArgs,
     mut report: impl FnMut(&LossTiming),
 ) -> candle_core::Result<Vec<LossTiming>> {
+    let (kind, batch, reps) = (args.loss, args.batch, args.reps);
+    let memory_budget = (args.max_gb * 1e9) as u64;
     let mut out = Vec::new();
-    for &pdim in pdims {
-        for &k in ks {
+    for &pdim in &args.pdim {
+        for &k in &args.k {
             let z = Var::from_tensor(&Tensor::randn(0f32, 1.0, (k * batch, pdim), &Device::Cpu)?)?;
             let efficient_ms = time(&z, k, kind, LossForm::Efficient, reps)?;
             let naive_ms = if naive_bytes(k, pdim) <= memory_budget {

@@ -1,7 +1,90 @@
 //! `ssl-bench pack`: images/s of `ssl-pack write` on a given source, into a temporary directory.
 
-use crate::config::PackConfig;
-use crate::pack::{write_dataset, PackError, PackSummary};
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::pack::{write_dataset, EncodingMode, PackConfig, PackError, PackSummary, SourceFormat};
+use crate::shard::Container;
+
+/// What to pack; also `ssl-bench pack`'s arguments.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PackArgs {
+    pub src: PathBuf,
+    #[arg(long)]
+    pub format: Option<SourceFormat>,
+    #[arg(long, value_enum, default_value_t = EncodingMode::Auto)]
+    pub encoding: EncodingMode,
+    #[arg(long)]
+    pub max_side: Option<u32>,
+    #[arg(long, value_enum, default_value_t = Container::Parquet)]
+    pub container: Container,
+    /// Runs; the fastest is reported (the first warms the page cache).
+    #[arg(long, default_value_t = 2)]
+    pub repeats: usize,
+}
+
+impl PackArgs {
+    pub fn config(&self) -> PackConfig {
+        PackConfig {
+            source: self.src.clone(),
+            format: self.format,
+            encoding: self.encoding,
+            max_side: self.max_side,
+            container: self.container,
+            ..PackConfig::default()
+        }
+    }
+}
+
+/// The fastest of the runs.
+#[derive(Debug, Clone, Serialize)]
+pub struct PackReport {
+    pub stage: &'static str,
+    pub source: PathBuf,
+    pub images: u64,
+    pub seconds: f64,
+    pub images_per_s: f64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub encoding: EncodingMode,
+    pub max_side: Option<u32>,
+    pub threads: usize,
+}
+
+impl std::fmt::Display for PackReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "pack {}: images={} seconds={:.3} images/s={:.0} MB/s_in={:.1} MB_out={:.1} threads={}",
+            self.source.display(),
+            self.images,
+            self.seconds,
+            self.images_per_s,
+            self.bytes_in as f64 / 1e6 / self.seconds,
+            self.bytes_out as f64 / 1e6,
+            self.threads
+        )
+    }
+}
+
+/// Runs [`bench_pack`] as `args` say.
+pub fn run(args: &PackArgs) -> Result<PackReport, PackError> {
+    let cfg = args.config();
+    let s = bench_pack(&cfg, args.repeats)?;
+    Ok(PackReport {
+        stage: "pack",
+        source: cfg.source,
+        images: s.images,
+        seconds: s.seconds,
+        images_per_s: s.images as f64 / s.seconds,
+        bytes_in: s.bytes_in,
+        bytes_out: s.bytes_out,
+        encoding: args.encoding,
+        max_side: args.max_side,
+        threads: rayon::current_num_threads(),
+    })
+}
 
 /// Packs `cfg.source` `repeats` times into fresh temporary directories and returns the summary
 /// of the fastest run (the others warm the page cache).

@@ -7,10 +7,10 @@ use std::time::Instant;
 use candle_core::{Device, Tensor};
 use serde::Serialize;
 
-use crate::config::OptimizerKind;
-use crate::loss::{barlow_twins, LossForm};
+use crate::loss::LossConfig;
 use crate::model::{BackboneKind, ModelSpec, SslModel, Stem};
 use crate::train::optim::Optimizer;
+use crate::train::OptimizerKind;
 
 /// Sizes and counts of zero make no step: refused when the arguments are parsed.
 fn at_least_one() -> clap::builder::RangedU64ValueParser<usize> {
@@ -56,6 +56,19 @@ pub struct StepReport {
     pub final_loss: f32,
 }
 
+impl std::fmt::Display for StepReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (r, spec) = (self, &self.spec);
+        write!(
+            f,
+            "step {:?}({}) batch={} size={} views={} ops={} threads={}: sec/step={:.4} images/s={:.1} forward_s={:.4} backward_s={:.4} optimizer_s={:.4} peak_rss_mb={:.0} loss={:.4}",
+            spec.backbone, spec.width, spec.batch, spec.size, spec.views,
+            if spec.candle_ops { "candle" } else { "ours" },
+            r.threads, r.sec_per_step, r.images_per_s, r.forward_s, r.backward_s, r.optimizer_s, r.peak_rss_mb, r.final_loss
+        )
+    }
+}
+
 #[derive(Default)]
 struct Split {
     forward: f64,
@@ -78,13 +91,13 @@ pub fn bench_step(spec: &StepSpec) -> candle_core::Result<StepReport> {
     let mut optimizer = Optimizer::new(&varmap, OptimizerKind::Adamw, 1e-6)?;
     let shape = (spec.views * spec.batch, 3, spec.size, spec.size);
     let x = Tensor::randn(0f32, 1.0, shape, &device)?;
-    let lambda = 1.0 / spec.pdim as f64;
+    let loss_config = LossConfig::default();
     let mut split = Split::default();
     let mut last = f32::NAN;
     for i in 0..spec.warmup + spec.steps {
         let t0 = Instant::now();
         let z = model.embed(std::slice::from_ref(&x), true)?;
-        let loss = barlow_twins::loss(&z, spec.views, lambda, LossForm::Efficient)?.total;
+        let loss = loss_config.compute(&z, spec.views)?.total;
         last = loss.to_scalar::<f32>()?;
         let t1 = Instant::now();
         let grads = loss.backward()?;

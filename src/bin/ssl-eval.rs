@@ -13,8 +13,9 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use sslfast::config::{apply_sets, load_train_config, TrainConfig};
+use sslfast::config::{apply_sets, load};
 use sslfast::eval::{evaluate, EvalRequest, Protocol};
+use sslfast::train::TrainConfig;
 
 #[derive(Parser)]
 #[command(
@@ -66,18 +67,22 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     let (checkpoint, config) = if cli.checkpoint == "random" {
-        (None, apply_sets(TrainConfig::default(), &cli.sets)?)
+        (None, apply_sets(&TrainConfig::default(), &cli.sets)?)
     } else {
         let run = PathBuf::from(&cli.checkpoint);
         let path = run.join(sslfast::train::CONFIG_FILE);
-        let config = load_train_config(Some(&path), &cli.sets)
+        let config: TrainConfig = load(Some(&path), &cli.sets)
             .with_context(|| format!("{} is not an ssl-train run", run.display()))?;
         (Some(run), config)
     };
     let out = cli.out.unwrap_or_else(|| match &checkpoint {
         Some(run) => run.clone(),
         None => PathBuf::from(
-            format!("runs/random-{:?}-{}", config.backbone, config.width).to_lowercase(),
+            format!(
+                "runs/random-{:?}-{}",
+                config.model.backbone, config.model.width
+            )
+            .to_lowercase(),
         ),
     });
     let report = evaluate(&EvalRequest {

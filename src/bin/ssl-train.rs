@@ -14,7 +14,8 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use sslfast::config::{load_train_config, TrainConfig};
+use sslfast::eval::monitor::train_with_knn;
+use sslfast::train::{Run, RunArgs};
 
 #[derive(Parser)]
 #[command(
@@ -61,31 +62,15 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<()> {
     let command: Vec<String> = std::env::args().collect();
     println!("{}", command.join(" "));
-    let mut sets = cli.sets;
-    if let Some(data) = &cli.data {
-        sets.push(format!("data={}", toml_string(data)));
-    }
-    if let Some(out) = cli.resume.as_ref().or(cli.out.as_ref()) {
-        sets.push(format!("out={}", toml_string(out)));
-    }
-    let base = match (&cli.config, &cli.resume) {
-        (Some(path), _) => Some(path.clone()),
-        (None, Some(run)) => Some(run.join(sslfast::train::CONFIG_FILE)),
-        (None, None) => None,
-    };
-    // Without a config file, the built-in shapes run is the base unless a dataset is named;
-    // then the defaults are the paper's (ResNet-18, pdim 256, Adam 1e-3).
-    let names_data = sets.iter().any(|s| s.starts_with("data="));
-    let mut cfg = match &base {
-        Some(path) => load_train_config(Some(path), &sets)?,
-        None if names_data => sslfast::config::apply_sets(TrainConfig::default(), &sets)?,
-        None => sslfast::config::apply_sets(TrainConfig::builtin(), &sets)?,
-    };
-    if base.is_none() && !sets.iter().any(|s| s.starts_with("out=")) {
-        cfg.out = fresh_run_dir(&cfg.out);
-    }
+    let run = Run::resolve(RunArgs {
+        config: cli.config,
+        data: cli.data,
+        out: cli.out,
+        resume: cli.resume,
+        sets: cli.sets,
+    })?;
     if let Some(dir) = &cli.dump_batches {
-        let n = sslfast::train::dump::dump_batches(&cfg, dir, cli.dump_epochs)
+        let n = sslfast::train::dump::dump_batches(&run, dir, cli.dump_epochs)
             .context("dumping batches failed")?;
         println!(
             "wrote {n} batches and the initial weights to {}",
@@ -93,41 +78,15 @@ fn run(cli: Cli) -> Result<()> {
         );
         return Ok(());
     }
-    let summary =
-        sslfast::train::train(&cfg, &command, cli.resume.is_some()).context("training failed")?;
-    println!(
-        "done: {} epochs, {} steps in {:.0}s ({:.0} images/s), last loss {:.4}; run in {}",
-        summary.epochs,
-        summary.steps,
-        summary.seconds,
-        summary.images_per_s,
-        summary.last_loss,
-        summary.run.display()
-    );
+    let summary = train_with_knn(&run, &command).context("training failed")?;
+    println!("{summary}");
     if let (Some(before), Some(after)) = (summary.knn_random_init, summary.knn_final) {
         println!(
             "kNN top-1 on {}: {:.1}% (random init: {:.1}%)",
-            cfg.eval_split,
+            run.config.eval_split,
             after * 100.0,
             before * 100.0
         );
     }
     Ok(())
-}
-
-/// `dir`, or `dir-2`, `dir-3`, ... whichever does not exist yet: running the built-in default
-/// again starts a new run instead of refusing to touch the previous one.
-fn fresh_run_dir(dir: &std::path::Path) -> PathBuf {
-    let mut candidate = dir.to_path_buf();
-    let mut n = 1;
-    while candidate.exists() {
-        n += 1;
-        candidate = PathBuf::from(format!("{}-{n}", dir.display()));
-    }
-    candidate
-}
-
-/// A path as a TOML string literal.
-fn toml_string(path: &std::path::Path) -> String {
-    toml::Value::String(path.display().to_string()).to_string()
 }

@@ -13,8 +13,7 @@ use sha2::{Digest, Sha256};
 
 use super::knn::FeatureSet;
 use super::{EvalError, Protocol};
-use crate::config::{AugmentConfig, CachePolicy, LoaderConfig};
-use crate::loader::{Loader, LoaderError, Order};
+use crate::loader::{AugmentConfig, CachePolicy, Loader, LoaderConfig, LoaderError, Order};
 use crate::model::Backbone;
 
 /// Views averaged under the paper protocol besides the centre one.
@@ -156,9 +155,9 @@ pub fn features(
 pub fn cache_key(weights: &Path, spec: &FeatureSpec) -> Result<String, EvalError> {
     let mut h = Sha256::new();
     let read = |p: &Path| {
-        std::fs::read(p).map_err(|source| EvalError::Io {
+        std::fs::read(p).map_err(|error| EvalError::Io {
             path: p.to_path_buf(),
-            source,
+            error,
         })
     };
     h.update(read(weights)?);
@@ -208,9 +207,9 @@ pub fn load_cache(path: &Path, key: &str) -> Option<FeatureSet> {
 /// Writes features and key (temporary names, then rename).
 pub fn save_cache(path: &Path, key: &str, set: &FeatureSet) -> Result<(), EvalError> {
     let dir = path.parent().expect("cache files live in a directory");
-    std::fs::create_dir_all(dir).map_err(|source| EvalError::Io {
+    std::fs::create_dir_all(dir).map_err(|error| EvalError::Io {
         path: dir.to_path_buf(),
-        source,
+        error,
     })?;
     let n = set.len();
     let tensors = std::collections::HashMap::from([
@@ -231,7 +230,7 @@ pub fn save_cache(path: &Path, key: &str, set: &FeatureSet) -> Result<(), EvalEr
     candle_core::safetensors::save(&tensors, &tmp)?;
     let io = |p: &Path| {
         let p = p.to_path_buf();
-        move |source| EvalError::Io { path: p, source }
+        move |error| EvalError::Io { path: p, error }
     };
     std::fs::rename(&tmp, path).map_err(io(path))?;
     let key_path = path.with_extension("key");

@@ -5,6 +5,7 @@
 
 pub mod features;
 pub mod knn;
+pub mod monitor;
 pub mod probe;
 pub mod spectrum;
 
@@ -14,9 +15,9 @@ use std::time::Instant;
 use candle_core::Device;
 use serde::{Deserialize, Serialize};
 
-use crate::config::TrainConfig;
 use crate::loader::{LoaderError, ViewSpec};
 use crate::model::SslModel;
+use crate::train::TrainConfig;
 use features::FeatureSpec;
 use knn::{knn_top1, FeatureSet};
 use probe::{linear_probe, ProbeConfig};
@@ -37,14 +38,32 @@ pub enum EvalError {
     #[error(transparent)]
     Loader(#[from] LoaderError),
     #[error("model: {0}")]
-    Candle(#[from] candle_core::Error),
-    #[error("{path}: {source}")]
+    Candle(candle_core::Error),
+    #[error("{path}: {error}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    #[error("{0}")]
-    Setup(String),
+    #[error("device `{name}`: {error}")]
+    Device {
+        name: String,
+        error: candle_core::Error,
+    },
+    /// The checkpoint's weights could not be read.
+    #[error(transparent)]
+    Checkpoint(Box<crate::train::TrainError>),
+}
+
+impl From<crate::train::TrainError> for EvalError {
+    fn from(error: crate::train::TrainError) -> Self {
+        Self::Checkpoint(Box::new(error))
+    }
+}
+
+impl From<candle_core::Error> for EvalError {
+    fn from(error: candle_core::Error) -> Self {
+        Self::Candle(error)
+    }
 }
 
 /// What to evaluate and how.
@@ -131,11 +150,9 @@ fn model(
     side: u32,
     device: &Device,
 ) -> Result<SslModel, EvalError> {
-    let (varmap, model) = SslModel::seeded(&cfg.model_spec(), side, cfg.seed, device)?;
+    let (mut varmap, model) = SslModel::seeded(&cfg.model, side, cfg.loader.seed, device)?;
     if let Some(run) = checkpoint {
-        let mut varmap = varmap;
-        crate::train::checkpoint::load_weights(run, &mut varmap, None)
-            .map_err(|e| EvalError::Setup(e.to_string()))?;
+        crate::train::checkpoint::load_weights(run, &mut varmap, None)?;
     }
     Ok(model)
 }
@@ -143,9 +160,12 @@ fn model(
 /// Runs the evaluation and writes `eval.json` into `req.out`.
 pub fn evaluate(req: &EvalRequest) -> Result<EvalReport, EvalError> {
     let cfg = &req.config;
-    let device = crate::train::device(&cfg.device).map_err(|e| EvalError::Setup(e.to_string()))?;
-    let spec: ViewSpec = cfg.views.parse().map_err(LoaderError::from)?;
-    let side = spec.groups.iter().map(|g| g.size).max().unwrap_or(32);
+    let device = crate::model::device(&cfg.device).map_err(|error| EvalError::Device {
+        name: cfg.device.clone(),
+        error,
+    })?;
+    let spec: ViewSpec = cfg.loader.views.parse().map_err(LoaderError::from)?;
+    let side = spec.largest_side();
     let scale = spec.groups.first().map_or((0.08, 1.0), |g| g.scale);
     let model = model(cfg, req.checkpoint.as_deref(), side, &device)?;
     // `eval_size`, or clean images at the datasets' own size where they have one, as fastssl
@@ -162,12 +182,12 @@ pub fn evaluate(req: &EvalRequest) -> Result<EvalReport, EvalError> {
         split: split.to_string(),
         side: eval_side,
         protocol: req.protocol,
-        augment: cfg.augment.clone(),
+        augment: cfg.loader.augment.clone(),
         scale,
         mean: cfg.mean,
         std: cfg.std,
         threads: req.threads,
-        seed: cfg.seed,
+        seed: cfg.loader.seed,
     };
     let start = Instant::now();
     let mut cached = true;
@@ -177,7 +197,8 @@ pub fn evaluate(req: &EvalRequest) -> Result<EvalReport, EvalError> {
             cached = false;
             return features::features(&model.backbone, &spec, &device);
         };
-        let weights = crate::train::checkpoint::checkpoint_dir(run).join("model.safetensors");
+        let weights = crate::train::checkpoint::checkpoint_dir(run)
+            .join(crate::train::checkpoint::MODEL_FILE);
         let key = features::cache_key(&weights, &spec)?;
         let dir = run.join("features").join(
             data.file_name()
@@ -206,7 +227,7 @@ pub fn evaluate(req: &EvalRequest) -> Result<EvalReport, EvalError> {
     if let Some(epochs) = req.probe_epochs {
         probe_cfg.epochs = epochs;
     }
-    probe_cfg.seed = cfg.seed;
+    probe_cfg.seed = cfg.loader.seed;
     let probe = linear_probe(&train, &test, &probe_cfg)?;
     let probe_seconds = start.elapsed().as_secs_f64();
     let spectrum = spectrum::spectrum(&train, None);
@@ -234,15 +255,15 @@ pub fn evaluate(req: &EvalRequest) -> Result<EvalReport, EvalError> {
         probe_seconds,
         features_cached: cached,
     };
-    std::fs::create_dir_all(&req.out).map_err(|source| EvalError::Io {
+    std::fs::create_dir_all(&req.out).map_err(|error| EvalError::Io {
         path: req.out.clone(),
-        source,
+        error,
     })?;
     let path = req.out.join("eval.json");
     std::fs::write(
         &path,
         serde_json::to_string_pretty(&report).expect("report serialises"),
     )
-    .map_err(|source| EvalError::Io { path, source })?;
+    .map_err(|error| EvalError::Io { path, error })?;
     Ok(report)
 }

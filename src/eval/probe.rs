@@ -9,8 +9,8 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use super::knn::FeatureSet;
-use crate::config::OptimizerKind;
 use crate::train::optim::Optimizer;
+use crate::train::OptimizerKind;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ProbeConfig {

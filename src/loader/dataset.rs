@@ -8,9 +8,9 @@ use std::time::Instant;
 
 use rayon::prelude::*;
 
+use super::config::CachePolicy;
 use super::decode::decode_into;
 use super::{LoaderError, StageTimes};
-use crate::config::CachePolicy;
 use crate::shard::reader::Shard;
 use crate::shard::{RowGroup, ShardReader};
 

@@ -18,6 +18,7 @@
 
 pub mod augment;
 pub mod batch;
+pub mod config;
 pub mod dataset;
 pub mod decode;
 pub mod pipeline;
@@ -27,12 +28,16 @@ pub mod views;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+pub use augment::AugmentConfig;
 pub use batch::{Batch, StageTimes, ViewBatch, CIFAR10_MEAN, CIFAR10_STD};
+pub use config::{
+    CachePolicy, LoaderConfig, DEFAULT_BATCH_SIZE, DEFAULT_DECODED_CACHE_BYTES, DEFAULT_PREFETCH,
+    DEFAULT_VIEWS,
+};
 pub use pipeline::Batches;
 pub use sampler::{Cursor, Order, Sampler};
 pub use views::{ViewGroup, ViewSpec, ViewSpecError};
 
-use crate::config::{AugmentConfig, CachePolicy, LoaderConfig};
 use crate::shard::codec::CodecError;
 use crate::shard::{ShardError, ShardReader};
 use augment::{ViewPipeline, ViewScratch};
@@ -55,6 +60,14 @@ pub enum LoaderError {
     Config(String),
     #[error("a loader worker thread panicked (a bug; please report it)")]
     WorkerPanicked,
+}
+
+/// `threads`, or every core when it is 0.
+pub fn worker_threads(threads: usize) -> usize {
+    match threads {
+        0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+        n => n,
+    }
 }
 
 /// A configured loader over one split. Cheap to iterate many times; see [`Loader::epoch`].
@@ -300,7 +313,7 @@ impl LoaderBuilder {
             spec,
             pipelines: Arc::new(pipelines),
             seed,
-            threads: threads.max(1),
+            threads: worker_threads(threads),
             prefetch: prefetch.max(1),
         })
     }

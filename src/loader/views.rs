@@ -27,6 +27,11 @@ impl ViewSpec {
     pub fn views(&self) -> usize {
         self.groups.iter().map(|g| g.count).sum()
     }
+
+    /// The side of the largest view (a spec always has at least one group).
+    pub fn largest_side(&self) -> u32 {
+        self.groups.iter().map(|g| g.size).max().unwrap_or(32)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

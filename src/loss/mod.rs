@@ -28,6 +28,60 @@ pub enum LossForm {
     Naive,
 }
 
+/// Which loss and its weights, as a run's config names them (keys `loss`, `loss_form`, `lambda`,
+/// `vicreg_*`); [`LossConfig::compute`] is the one place a loss is chosen.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LossConfig {
+    #[serde(rename = "loss")]
+    pub kind: LossKind,
+    #[serde(rename = "loss_form")]
+    pub form: LossForm,
+    /// Barlow Twins redundancy weight λ; absent means 1/pdim.
+    pub lambda: Option<f64>,
+    pub vicreg_invariance: f64,
+    pub vicreg_variance: f64,
+    pub vicreg_covariance: f64,
+}
+
+impl Default for LossConfig {
+    fn default() -> Self {
+        let w = vicreg::Weights::default();
+        Self {
+            kind: LossKind::BarlowTwins,
+            form: LossForm::Efficient,
+            lambda: None,
+            vicreg_invariance: w.invariance,
+            vicreg_variance: w.variance,
+            vicreg_covariance: w.covariance,
+        }
+    }
+}
+
+impl LossConfig {
+    /// λ for Barlow Twins on a `pdim`-wide projector: the configured one or 1/pdim.
+    pub fn lambda(&self, pdim: usize) -> f64 {
+        self.lambda.unwrap_or(1.0 / pdim as f64)
+    }
+
+    /// The configured loss of `z: [K * B, D]`.
+    pub fn compute(&self, z: &Tensor, k: usize) -> Result<LossParts> {
+        match self.kind {
+            LossKind::BarlowTwins => barlow_twins::loss(z, k, self.lambda(z.dim(1)?), self.form),
+            LossKind::Vicreg => vicreg::loss(
+                z,
+                k,
+                vicreg::Weights {
+                    invariance: self.vicreg_invariance,
+                    variance: self.vicreg_variance,
+                    covariance: self.vicreg_covariance,
+                },
+                self.form,
+            ),
+        }
+    }
+}
+
 /// A loss value and its named terms (for metrics).
 #[derive(Debug, Clone)]
 pub struct LossParts {

@@ -40,17 +40,48 @@ pub enum Stem {
     Imagenet,
 }
 
+/// The device named by `cpu`, `cuda` or `cuda:N`.
+pub fn device(name: &str) -> Result<candle_core::Device> {
+    use candle_core::Device;
+    match name {
+        "cpu" => Ok(Device::Cpu),
+        "cuda" => Device::new_cuda(0),
+        other => match other.strip_prefix("cuda:").and_then(|n| n.parse().ok()) {
+            Some(n) => Device::new_cuda(n),
+            None => candle_core::bail!("expected cpu, cuda or cuda:N"),
+        },
+    }
+}
+
 /// Inputs at or below this side get the CIFAR stem under `Stem::Auto`.
 pub const CIFAR_STEM_MAX_SIDE: u32 = 64;
 
-/// What the model needs to know.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// What the model needs to know (a run's config keys `backbone`, `width`, `stem`, `pdim`,
+/// `projector_depth`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ModelSpec {
     pub backbone: BackboneKind,
     pub width: usize,
     pub stem: Stem,
     pub pdim: usize,
     pub projector_depth: usize,
+}
+
+/// The paper's small projector (its claim: 64-256 with a tuned λ matches 8192).
+pub const DEFAULT_PDIM: usize = 256;
+
+impl Default for ModelSpec {
+    /// ResNet-18 at the standard width, the stem chosen by view size, a 2-layer projector.
+    fn default() -> Self {
+        Self {
+            backbone: BackboneKind::Resnet18,
+            width: 64,
+            stem: Stem::Auto,
+            pdim: DEFAULT_PDIM,
+            projector_depth: 2,
+        }
+    }
 }
 
 pub enum Backbone {

@@ -9,8 +9,8 @@
 use std::path::{Path, PathBuf};
 
 use super::binary::{planar_to_rgb, read_names, RecordFile};
+use super::config::{Cifar100Label, SourceFormat};
 use super::{PackError, Payload, Record, Source, SourceSplit};
-use crate::config::{Cifar100Label, SourceFormat};
 
 const PIXELS: usize = 3072;
 const CIFAR10_CLASSES: [&str; 10] = [

@@ -3,8 +3,8 @@
 
 use image::RgbImage;
 
+use super::config::{EncodingMode, PackConfig, DEFAULT_AUTO_RAW_MAX_BYTES};
 use super::{Failure, PackError, Payload, Record};
-use crate::config::{EncodingMode, PackConfig, DEFAULT_AUTO_RAW_MAX_BYTES};
 use crate::shard::codec::{decode_source, encode_jpeg, fit_max_side, CodecError, Encoding};
 use crate::shard::Row;
 

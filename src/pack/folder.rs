@@ -10,8 +10,8 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use super::config::SourceFormat;
 use super::{PackError, Payload, Record, Source, SourceSplit};
-use crate::config::SourceFormat;
 
 const EXTENSIONS: [&str; 3] = ["jpg", "jpeg", "png"];
 

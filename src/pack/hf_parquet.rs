@@ -13,8 +13,8 @@ use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Schema};
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 
+use super::config::SourceFormat;
 use super::{PackError, Payload, Record, Source, SourceSplit};
-use crate::config::SourceFormat;
 use crate::shard::codec::CodecError;
 
 const LABEL_CANDIDATES: [&str; 4] = ["label", "labels", "fine_label", "class"];

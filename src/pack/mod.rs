@@ -7,6 +7,7 @@
 
 pub mod binary;
 pub mod cifar;
+pub mod config;
 mod encode;
 pub mod folder;
 pub mod hf_parquet;
@@ -22,10 +23,14 @@ use image::RgbImage;
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 
-use crate::config::{EncodingMode, OnError, PackConfig, SourceFormat};
 use crate::shard::codec::CodecError;
 use crate::shard::manifest::{EncodingInfo, Skipped, SourceInfo, FORMAT_VERSION, MANIFEST_FILE};
 use crate::shard::{Manifest, ShardError, SplitInfo};
+pub use config::{
+    Cifar100Label, Compression, EncodingMode, OnError, PackConfig, SourceFormat,
+    DEFAULT_AUTO_RAW_MAX_BYTES, DEFAULT_GROUP_BYTES, DEFAULT_MAX_PIXELS, DEFAULT_QUALITY,
+    DEFAULT_SHARD_BYTES,
+};
 
 /// Records encoded per parallel chunk: bounds memory to a few chunks of images.
 const CHUNK: usize = 512;

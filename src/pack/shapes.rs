@@ -12,8 +12,8 @@ use image::RgbImage;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use super::config::SourceFormat;
 use super::{Payload, Record, Source, SourceSplit};
-use crate::config::SourceFormat;
 
 pub const SIDE: u32 = 64;
 /// Train images per class; the test split gets a fifth as many (5,000 train, 1,000 test).

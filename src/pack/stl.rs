@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use super::binary::{planar_to_rgb, read_names, RecordFile};
+use super::config::SourceFormat;
 use super::{PackError, Payload, Record, Source, SourceSplit};
-use crate::config::SourceFormat;
 
 const SIDE: u32 = 96;
 const RECORD: usize = 96 * 96 * 3;

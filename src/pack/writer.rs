@@ -12,8 +12,8 @@ use parquet::basic::Compression as ParquetCompression;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
+use super::config::{Compression, PackConfig, DEFAULT_GROUP_BYTES};
 use super::PackError;
-use crate::config::{Compression, PackConfig, DEFAULT_GROUP_BYTES};
 use crate::shard::manifest::HashingWriter;
 use crate::shard::schema::{rows_to_batch, schema, IMAGE};
 use crate::shard::{Container, Row, ShardInfo};

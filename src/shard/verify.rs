@@ -13,6 +13,7 @@ use super::ShardError;
 /// What `verify` found.
 #[derive(Debug, Default)]
 pub struct VerifyReport {
+    pub dir: std::path::PathBuf,
     pub shards: usize,
     pub rows: u64,
     /// One line per fault, each naming the file (and row).
@@ -22,6 +23,23 @@ pub struct VerifyReport {
 impl VerifyReport {
     pub fn is_ok(&self) -> bool {
         self.faults.is_empty()
+    }
+}
+
+impl std::fmt::Display for VerifyReport {
+    /// One `FAULT` line per fault, then the totals.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for fault in &self.faults {
+            writeln!(f, "FAULT {fault}")?;
+        }
+        write!(
+            f,
+            "{}: {} shards, {} rows checked, {} faults",
+            self.dir.display(),
+            self.shards,
+            self.rows,
+            self.faults.len()
+        )
     }
 }
 
@@ -38,6 +56,7 @@ pub fn verify(dir: &Path) -> Result<VerifyReport, ShardError> {
         .map(|(info, classes)| verify_shard(dir, &manifest, info, *classes))
         .collect();
     let mut report = VerifyReport {
+        dir: dir.to_path_buf(),
         shards: shards.len(),
         ..Default::default()
     };

@@ -15,7 +15,8 @@ use super::{TrainError, CONFIG_FILE};
 use crate::loader::Cursor;
 
 pub const CHECKPOINT_DIR: &str = "checkpoint";
-const MODEL_FILE: &str = "model.safetensors";
+/// The weights file inside the checkpoint directory.
+pub const MODEL_FILE: &str = "model.safetensors";
 const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 const STATE_FILE: &str = "state.json";
 
@@ -52,7 +53,7 @@ pub fn save(
     let old = old_dir(run);
     let io = |path: &Path| {
         let path = path.to_path_buf();
-        move |source| TrainError::Io { path, source }
+        move |error| TrainError::Io { path, error }
     };
     if let Some(name) = first_non_finite(varmap)? {
         return Err(TrainError::Checkpoint {
@@ -122,7 +123,7 @@ fn first_non_finite(varmap: &VarMap) -> Result<Option<String>, TrainError> {
 fn recover(run: &Path) -> Result<(), TrainError> {
     let (dir, old) = (checkpoint_dir(run), old_dir(run));
     if !dir.exists() && old.join(STATE_FILE).is_file() {
-        fs::rename(&old, &dir).map_err(|source| TrainError::Io { path: old, source })?;
+        fs::rename(&old, &dir).map_err(|error| TrainError::Io { path: old, error })?;
     }
     Ok(())
 }
@@ -131,7 +132,7 @@ fn recover(run: &Path) -> Result<(), TrainError> {
 pub fn load_config_text(run: &Path) -> Result<String, TrainError> {
     recover(run)?;
     let path = checkpoint_dir(run).join(CONFIG_FILE);
-    fs::read_to_string(&path).map_err(|source| TrainError::Io { path, source })
+    fs::read_to_string(&path).map_err(|error| TrainError::Io { path, error })
 }
 
 /// Reads `run/checkpoint/state.json`.

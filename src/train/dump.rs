@@ -7,23 +7,18 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use super::{setup, steps_per_epoch, TrainError};
-use crate::config::TrainConfig;
+use super::{io, setup, steps_per_epoch, Run, TrainError};
 use crate::loader::Cursor;
 
 pub const INIT_FILE: &str = "init.safetensors";
 
-/// Writes the first `epochs` epochs of `cfg`'s batches (at most `cfg.max_steps_per_epoch` per
-/// epoch when set) and the seeded initial weights into `dir`; returns the number of batches.
-pub fn dump_batches(cfg: &TrainConfig, dir: &Path, epochs: u64) -> Result<usize, TrainError> {
-    let s = setup(cfg)?;
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| TrainError::Io { path, source }
-    };
+/// Writes the first `epochs` epochs of `run`'s batches (at most `max_steps_per_epoch` per epoch
+/// when set) and the seeded initial weights into `dir`; returns the number of batches.
+pub fn dump_batches(run: &Run, dir: &Path, epochs: u64) -> Result<usize, TrainError> {
+    let s = setup(run)?;
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     s.varmap.save(dir.join(INIT_FILE))?;
-    let per_epoch = steps_per_epoch(cfg, &s.loader);
+    let per_epoch = steps_per_epoch(&run.config, &s.loader);
     let mut written = 0;
     for epoch in 0..epochs {
         let folder = dir.join(format!("epoch-{epoch}"));

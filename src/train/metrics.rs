@@ -26,9 +26,9 @@ impl Metrics {
             .append(append)
             .truncate(!append)
             .open(&path)
-            .map_err(|source| TrainError::Io {
+            .map_err(|error| TrainError::Io {
                 path: path.clone(),
-                source,
+                error,
             })?;
         Ok(Self {
             path,
@@ -40,9 +40,9 @@ impl Metrics {
         let line = serde_json::to_string(record).expect("json values serialise");
         writeln!(self.out, "{line}")
             .and_then(|()| self.out.flush())
-            .map_err(|source| TrainError::Io {
+            .map_err(|error| TrainError::Io {
                 path: self.path.clone(),
-                source,
+                error,
             })
     }
 }
@@ -50,14 +50,16 @@ impl Metrics {
 /// Reads every record of a metrics file (for tests and tools).
 pub fn read(run: &Path) -> Result<Vec<Value>, TrainError> {
     let path = run.join(METRICS_FILE);
-    let text = std::fs::read_to_string(&path).map_err(|source| TrainError::Io {
+    let text = std::fs::read_to_string(&path).map_err(|error| TrainError::Io {
         path: path.clone(),
-        source,
+        error,
     })?;
     text.lines()
         .map(|l| {
-            serde_json::from_str(l)
-                .map_err(|e| TrainError::Setup(format!("{}: {e}", path.display())))
+            serde_json::from_str(l).map_err(|e| TrainError::Checkpoint {
+                path: path.clone(),
+                message: format!("unreadable metrics line: {e}"),
+            })
         })
         .collect()
 }

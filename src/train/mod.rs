@@ -5,9 +5,11 @@
 //! checkpoint.
 
 pub mod checkpoint;
+pub mod config;
 pub mod dump;
 pub mod metrics;
 pub mod optim;
+pub mod run;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -17,19 +19,21 @@ use candle_nn::VarMap;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
-use crate::config::{ConfigError, LoaderConfig, PackConfig, Schedule, SourceFormat, TrainConfig};
-use crate::eval::features::{centre_view_loader, evaluation_side, extract};
-use crate::eval::knn::knn_top1;
+use crate::config::ConfigError;
 use crate::loader::{Cursor, Loader, LoaderError};
-use crate::loss::{barlow_twins, vicreg, LossKind, LossParts};
 use crate::model::SslModel;
 use crate::pack::PackError;
 use checkpoint::TrainState;
+pub use config::{OptimizerKind, Schedule, TrainConfig};
 use metrics::Metrics;
 use optim::{learning_rate, Optimizer};
+pub use run::{Run, RunArgs};
 
 pub const CONFIG_FILE: &str = "config.toml";
 pub const SUMMARY_FILE: &str = "summary.json";
+
+/// Why a monitor could not measure; the monitor names what failed.
+pub type MonitorError = Box<dyn std::error::Error + Send + Sync>;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -40,15 +44,20 @@ pub enum TrainError {
     Loader(#[from] LoaderError),
     #[error(transparent)]
     Pack(#[from] PackError),
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{path}: {message}")]
     Checkpoint { path: PathBuf, message: String },
     #[error("model: {0}")]
-    Candle(#[from] candle_core::Error),
+    Candle(candle_core::Error),
+    #[error("device `{name}`: {error}")]
+    Device {
+        name: String,
+        error: Box<candle_core::Error>,
+    },
     #[error(
         "loss is {value} at epoch {epoch}, step {step}; training stopped. {kept} (try a lower lr)"
     )]
@@ -58,8 +67,27 @@ pub enum TrainError {
         step: u64,
         kept: String,
     },
-    #[error("{0}")]
-    Setup(String),
+    #[error("{0} already holds a run; continue it with --resume {0}, or choose another --out", .dir.display())]
+    RunExists { dir: PathBuf },
+    #[error("cannot resume {}: the checkpoint was trained with other settings ({changes}); start a new run instead", .run.display())]
+    NotResumable { run: PathBuf, changes: String },
+    #[error("the loader ended at batch {batch} of epoch {epoch}, before the epoch's {expected}")]
+    LoaderEnded {
+        epoch: u64,
+        batch: usize,
+        expected: usize,
+    },
+    #[error("{metric} monitor: {error}")]
+    Monitor {
+        metric: &'static str,
+        error: MonitorError,
+    },
+}
+
+impl From<candle_core::Error> for TrainError {
+    fn from(error: candle_core::Error) -> Self {
+        Self::Candle(error)
+    }
 }
 
 /// What a finished run reports (also written to `summary.json`).
@@ -76,38 +104,27 @@ pub struct TrainSummary {
     pub images_per_s: f64,
 }
 
-/// The device named by `cpu`, `cuda` or `cuda:N`.
-pub fn device(name: &str) -> Result<Device, TrainError> {
-    match name {
-        "cpu" => Ok(Device::Cpu),
-        "cuda" => Ok(Device::new_cuda(0)?),
-        other => match other.strip_prefix("cuda:").and_then(|n| n.parse().ok()) {
-            Some(n) => Ok(Device::new_cuda(n)?),
-            None => Err(TrainError::Setup(format!(
-                "device `{other}`: expected cpu, cuda or cuda:N"
-            ))),
-        },
+impl std::fmt::Display for TrainSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "done: {} epochs, {} steps in {:.0}s ({:.0} images/s), last loss {:.4}; run in {}",
+            self.epochs,
+            self.steps,
+            self.seconds,
+            self.images_per_s,
+            self.last_loss,
+            self.run.display()
+        )
     }
 }
 
-/// The dataset to train on: `cfg.data`, or the built-in shapes packed once into a temp dir.
-pub fn resolve_data(cfg: &TrainConfig) -> Result<PathBuf, TrainError> {
-    if !cfg.data.as_os_str().is_empty() {
-        return Ok(cfg.data.clone());
-    }
-    let dir = std::env::temp_dir().join(format!("ssl-train-builtin-shapes-{}", cfg.seed));
-    if !dir.join(crate::shard::manifest::MANIFEST_FILE).is_file() {
-        let pack = PackConfig {
-            source: "builtin-shapes".into(),
-            out: dir.clone(),
-            format: Some(SourceFormat::BuiltinShapes),
-            overwrite: true,
-            seed: cfg.seed,
-            ..PackConfig::default()
-        };
-        crate::pack::write_dataset(&pack)?;
-    }
-    Ok(dir)
+/// Measures the encoder between epochs; `eval`'s kNN monitor is one. The loop decides when
+/// (before the first step, every `knn_every` epochs, after the last), the monitor how.
+pub trait Monitor {
+    /// The metric's name in `metrics.jsonl`, e.g. `knn_top1`.
+    fn metric(&self) -> &'static str;
+    fn measure(&mut self, model: &SslModel, device: &Device) -> Result<f64, MonitorError>;
 }
 
 /// Everything built from the config that the loop uses.
@@ -117,44 +134,27 @@ struct Setup {
     varmap: VarMap,
     model: SslModel,
     k: usize,
-    side: u32,
-    data: PathBuf,
 }
 
-fn setup(cfg: &TrainConfig) -> Result<Setup, TrainError> {
-    let data = resolve_data(cfg)?;
-    let threads = cfg.loader_threads();
-    let loader = Loader::from_config(&LoaderConfig {
-        data: data.clone(),
-        split: cfg.split.clone(),
-        views: cfg.views.clone(),
-        batch_size: cfg.batch_size,
-        threads,
-        prefetch: cfg.prefetch,
-        seed: cfg.seed,
-        fraction: cfg.fraction,
-        drop_last: cfg.drop_last,
-        augment: cfg.augment.clone(),
-        ..LoaderConfig::default()
+fn setup(run: &Run) -> Result<Setup, TrainError> {
+    let cfg = &run.config;
+    let loader = Loader::from_config(&crate::loader::LoaderConfig {
+        data: run.data.clone(),
+        ..cfg.loader.clone()
     })?;
     let k = loader.views().views();
-    let side = loader
-        .views()
-        .groups
-        .iter()
-        .map(|g| g.size)
-        .max()
-        .unwrap_or(32);
-    let device = device(&cfg.device)?;
-    let (varmap, model) = SslModel::seeded(&cfg.model_spec(), side, cfg.seed, &device)?;
+    let device = crate::model::device(&cfg.device).map_err(|error| TrainError::Device {
+        name: cfg.device.clone(),
+        error: Box::new(error),
+    })?;
+    let side = loader.views().largest_side();
+    let (varmap, model) = SslModel::seeded(&cfg.model, side, cfg.loader.seed, &device)?;
     Ok(Setup {
         loader,
         device,
         varmap,
         model,
         k,
-        side,
-        data,
     })
 }
 
@@ -166,288 +166,259 @@ fn steps_per_epoch(cfg: &TrainConfig, loader: &Loader) -> usize {
     }
 }
 
-fn loss(cfg: &TrainConfig, z: &candle_core::Tensor, k: usize) -> candle_core::Result<LossParts> {
-    match cfg.loss {
-        LossKind::BarlowTwins => barlow_twins::loss(z, k, cfg.lambda(), cfg.loss_form),
-        LossKind::Vicreg => vicreg::loss(
-            z,
-            k,
-            vicreg::Weights {
-                invariance: cfg.vicreg_invariance,
-                variance: cfg.vicreg_variance,
-                covariance: cfg.vicreg_covariance,
-            },
-            cfg.loss_form,
-        ),
-    }
+fn measure(monitor: &mut dyn Monitor, s: &Setup) -> Result<f64, TrainError> {
+    monitor
+        .measure(&s.model, &s.device)
+        .map_err(|error| TrainError::Monitor {
+            metric: monitor.metric(),
+            error,
+        })
 }
 
-/// kNN monitor: the training split as the bank, `eval_split` as queries, centre views.
-struct Monitor {
-    bank: Loader,
-    queries: Loader,
-}
-
-impl Monitor {
-    fn new(cfg: &TrainConfig, data: &Path, side: u32) -> Result<Option<Self>, TrainError> {
-        if cfg.eval_split.is_empty() {
-            return Ok(None);
-        }
-        let manifest = crate::shard::Manifest::load(data).map_err(LoaderError::from)?;
-        let labelled = manifest
-            .splits
-            .get(&cfg.eval_split)
-            .is_some_and(|s| s.unlabeled < s.rows);
-        if !labelled {
-            return Ok(None);
-        }
-        let threads = cfg.loader_threads();
-        let side = match cfg.eval_size {
-            0 => evaluation_side((data, &cfg.split), (data, &cfg.eval_split))?.unwrap_or(side),
-            n => n,
-        };
-        Ok(Some(Self {
-            bank: centre_view_loader(data, &cfg.split, side, threads)?,
-            queries: centre_view_loader(data, &cfg.eval_split, side, threads)?,
-        }))
-    }
-
-    fn knn(&self, cfg: &TrainConfig, s: &Setup) -> Result<f64, TrainError> {
-        let run = |loader: &Loader| {
-            extract(&s.model.backbone, loader, &s.device, cfg.mean, cfg.std)
-                .map_err(|e| TrainError::Setup(format!("kNN features: {e}")))
-        };
-        let (mut bank, mut queries) = (run(&self.bank)?, run(&self.queries)?);
-        bank.normalise();
-        queries.normalise();
-        Ok(knn_top1(&bank, &queries, cfg.knn_k, cfg.knn_temperature))
-    }
-}
-
-/// Trains as `cfg` says, in `cfg.out`; with `resume`, continues from the checkpoint there.
+/// Trains `run` in its directory; with `run.resume`, continues from the checkpoint there.
+/// `monitor` (e.g. `eval::KnnMonitor`) measures the encoder before the first step and between
+/// epochs; training itself knows nothing of how.
 pub fn train(
-    cfg: &TrainConfig,
+    run: &Run,
     command: &[String],
-    resume: bool,
+    mut monitor: Option<&mut dyn Monitor>,
 ) -> Result<TrainSummary, TrainError> {
-    let run = cfg.out.clone();
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| TrainError::Io { path, source }
-    };
-    std::fs::create_dir_all(&run).map_err(io(&run))?;
-    if !resume && checkpoint::checkpoint_dir(&run).exists() {
-        return Err(TrainError::Setup(format!(
-            "{} already holds a run; continue it with --resume {0}, or choose another --out",
-            run.display()
-        )));
-    }
-    let config_text = toml::to_string_pretty(cfg).expect("config serialises");
-    if resume {
-        check_resumable(cfg, &checkpoint::load_config_text(&run)?, &run)?;
-    }
-    let mut s = setup(cfg)?;
-    let mut optimizer = Optimizer::new(&s.varmap, cfg.optimizer, cfg.weight_decay)?;
-    let mut state = TrainState {
-        cursor: Cursor::default(),
-        step: 0,
-        seed: cfg.seed,
-    };
-    if resume {
-        state = checkpoint::load_state(&run)?;
-        checkpoint::load_weights(&run, &mut s.varmap, Some((&mut optimizer, state.step)))?;
-    }
-    // Only now, so a resume that fails leaves the run's config as it was.
-    let config_path = run.join(CONFIG_FILE);
-    std::fs::write(&config_path, &config_text).map_err(io(&config_path))?;
-    let mut metrics = Metrics::open(&run, resume)?;
-    metrics
-        .write(&json!({ "kind": "start", "command": command, "resume": resume, "config": cfg }))?;
-    let monitor = Monitor::new(cfg, &s.data, s.side)?;
+    let mut trainer = Trainer::start(run, command)?;
     let mut knn_random_init = None;
-    if let (Some(m), false) = (&monitor, resume) {
-        let acc = m.knn(cfg, &s)?;
-        knn_random_init = Some(acc);
-        let record = json!({ "kind": "epoch", "epoch": 0, "knn_top1": acc, "note": "random init" });
+    if let (Some(m), false) = (monitor.as_deref_mut(), run.resume) {
+        let value = measure(m, &trainer.s)?;
+        knn_random_init = Some(value);
+        let record =
+            json!({ "kind": "epoch", "epoch": 0, m.metric(): value, "note": "random init" });
         println!("{record}");
-        metrics.write(&record)?;
+        trainer.metrics.write(&record)?;
+    }
+    let start = Instant::now();
+    let mut knn_final = None;
+    for epoch in trainer.state.cursor.epoch..run.config.epochs {
+        // A reborrow per epoch (the cast shortens the trait object's lifetime to this call).
+        let measured = trainer.epoch(
+            epoch,
+            monitor.as_mut().map(|m| &mut **m as &mut dyn Monitor),
+        )?;
+        knn_final = measured.or(knn_final);
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let summary = TrainSummary {
+        run: run.dir().to_path_buf(),
+        epochs: run.config.epochs,
+        steps: trainer.state.step,
+        last_loss: trainer.last_loss,
+        knn_random_init,
+        knn_final,
+        seconds,
+        images_per_s: trainer.images as f64 / seconds.max(1e-9),
+    };
+    let path = run.dir().join(SUMMARY_FILE);
+    let text = serde_json::to_string_pretty(&summary).expect("summary serialises");
+    std::fs::write(&path, text).map_err(io(&path))?;
+    Ok(summary)
+}
+
+/// An `io::Error` on `path` as a [`TrainError`].
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError {
+    let path = path.to_path_buf();
+    move |error| TrainError::Io { path, error }
+}
+
+/// The loop's state between steps.
+struct Trainer<'a> {
+    run: &'a Run,
+    s: Setup,
+    optimizer: Optimizer,
+    state: TrainState,
+    metrics: Metrics,
+    config_text: String,
+    steps_per_epoch: usize,
+    warmup: u64,
+    images: usize,
+    last_loss: f32,
+}
+
+impl<'a> Trainer<'a> {
+    /// Checks the run directory (and a resume's checkpoint), builds the model, loader and
+    /// optimiser, and writes the resolved config and the metrics' start record.
+    fn start(run: &'a Run, command: &[String]) -> Result<Self, TrainError> {
+        let (cfg, dir) = (&run.config, run.dir());
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        if !run.resume && checkpoint::checkpoint_dir(dir).exists() {
+            return Err(TrainError::RunExists {
+                dir: dir.to_path_buf(),
+            });
+        }
+        if run.resume {
+            run::check_resumable(cfg, dir)?;
+        }
+        let mut s = setup(run)?;
+        let mut optimizer = Optimizer::new(&s.varmap, cfg.optimizer, cfg.weight_decay)?;
+        let mut state = TrainState {
+            cursor: Cursor::default(),
+            step: 0,
+            seed: cfg.loader.seed,
+        };
+        if run.resume {
+            state = checkpoint::load_state(dir)?;
+            checkpoint::load_weights(dir, &mut s.varmap, Some((&mut optimizer, state.step)))?;
+        }
+        // Only now, so a resume that fails leaves the run's config as it was.
+        let config_text = toml::to_string_pretty(cfg).expect("config serialises");
+        let config_path = dir.join(CONFIG_FILE);
+        std::fs::write(&config_path, &config_text).map_err(io(&config_path))?;
+        let mut metrics = Metrics::open(dir, run.resume)?;
+        metrics.write(
+            &json!({ "kind": "start", "command": command, "resume": run.resume, "config": cfg }),
+        )?;
+        let steps_per_epoch = steps_per_epoch(cfg, &s.loader);
+        Ok(Self {
+            run,
+            optimizer,
+            state,
+            metrics,
+            config_text,
+            steps_per_epoch,
+            warmup: (cfg.warmup_epochs * steps_per_epoch as f64).round() as u64,
+            images: 0,
+            last_loss: f32::NAN,
+            s,
+        })
     }
 
-    let steps_per_epoch = steps_per_epoch(cfg, &s.loader);
-    let total_steps = steps_per_epoch as u64 * cfg.epochs;
-    let warmup = (cfg.warmup_epochs * steps_per_epoch as f64).round() as u64;
-    let start = Instant::now();
-    let (mut images, mut last_loss, mut knn_final) = (0usize, f32::NAN, None);
-    for epoch in state.cursor.epoch..cfg.epochs {
+    /// Trains one epoch (the rest of it after a resume), measures with `monitor` when due,
+    /// records the epoch and checkpoints when due; returns the measurement, if one was taken.
+    fn epoch(
+        &mut self,
+        epoch: u64,
+        monitor: Option<&mut dyn Monitor>,
+    ) -> Result<Option<f64>, TrainError> {
+        let cfg = &self.run.config;
         let epoch_start = Instant::now();
-        let first = if epoch == state.cursor.epoch {
-            state.cursor.batches_done
-        } else {
-            0
+        let first = match epoch == self.state.cursor.epoch {
+            true => self.state.cursor.batches_done,
+            false => 0,
         };
-        let progress = progress_bar(epoch, cfg.epochs, steps_per_epoch, first);
-        let mut batches = s.loader.iter_from(Cursor {
+        let progress = progress_bar(epoch, cfg.epochs, self.steps_per_epoch, first);
+        let mut batches = self.s.loader.iter_from(Cursor {
             epoch,
             batches_done: first,
         })?;
         let (mut loss_sum, mut n) = (0f64, 0usize);
-        for number in first..steps_per_epoch {
+        for number in first..self.steps_per_epoch {
             let step_start = Instant::now();
-            let batch = batches
-                .next()
-                .ok_or_else(|| TrainError::Setup("loader ended early".into()))??;
-            let waited = step_start.elapsed();
-            if batch.len() < 2 {
-                // A lone image: every standard deviation of the loss divides by zero.
-                metrics.write(&json!({ "kind": "skip", "epoch": epoch, "batch": number, "images": batch.len() }))?;
-                state.cursor = Cursor {
-                    epoch,
-                    batches_done: number + 1,
-                };
-                progress.inc(1);
-                continue;
+            let batch = batches.next().ok_or(TrainError::LoaderEnded {
+                epoch,
+                batch: number,
+                expected: self.steps_per_epoch,
+            })??;
+            let waited = step_start.elapsed().as_secs_f64();
+            if let Some(value) = self.step(&batch, epoch, number, waited, &progress)? {
+                (loss_sum, n) = (loss_sum + f64::from(value), n + 1);
             }
-            let inputs = batch.to_tensors(&s.device, cfg.mean, cfg.std)?;
-            let parts = loss(cfg, &s.model.embed(&inputs, true)?, s.k)?;
-            let value = parts.total.to_dtype(DType::F32)?.to_scalar::<f32>()?;
-            if !value.is_finite() {
-                let kept = if checkpoint::checkpoint_dir(&run).exists() {
-                    format!(
-                        "The last good checkpoint is {}",
-                        checkpoint::checkpoint_dir(&run).display()
-                    )
-                } else {
-                    "No checkpoint had been written yet".to_string()
-                };
-                return Err(TrainError::NonFinite {
-                    value,
-                    epoch,
-                    step: state.step + 1,
-                    kept,
-                });
-            }
-            let grads = parts.total.backward()?;
-            let lr = learning_rate(
-                cfg.lr,
-                state.step,
-                warmup,
-                total_steps,
-                cfg.schedule == Schedule::Cosine,
-            );
-            optimizer.step(&grads, lr)?;
-            state.step += 1;
-            state.cursor = Cursor {
+            self.state.cursor = Cursor {
                 epoch,
                 batches_done: number + 1,
             };
-            let seconds = step_start.elapsed().as_secs_f64();
-            images += batch.len();
-            (loss_sum, n, last_loss) = (loss_sum + f64::from(value), n + 1, value);
-            let mut record = json!({
-                "kind": "step", "epoch": epoch, "step": state.step, "loss": value, "lr": lr,
-                "images_per_s": batch.len() as f64 / seconds, "data_wait": waited.as_secs_f64() / seconds,
-            });
-            for (name, t) in &parts.terms {
-                record[*name] = json!(t.to_dtype(DType::F32)?.to_scalar::<f32>()?);
-            }
-            metrics.write(&record)?;
-            progress.set_message(format!(
-                "loss {value:.4} {:.0} img/s",
-                batch.len() as f64 / seconds
-            ));
             progress.inc(1);
         }
         drop(batches);
         progress.finish_and_clear();
-        state.cursor = Cursor {
+        self.state.cursor = Cursor {
             epoch: epoch + 1,
             batches_done: 0,
         };
         let last = epoch + 1 == cfg.epochs;
         let mut record = json!({
             "kind": "epoch", "epoch": epoch + 1, "seconds": epoch_start.elapsed().as_secs_f64(),
-            "loss": loss_sum / n.max(1) as f64, "steps": state.step,
+            "loss": loss_sum / n.max(1) as f64, "steps": self.state.step,
         });
-        if let Some(m) = &monitor {
-            if last || (cfg.knn_every > 0 && (epoch + 1) % cfg.knn_every == 0) {
-                let acc = m.knn(cfg, &s)?;
-                record["knn_top1"] = json!(acc);
-                knn_final = Some(acc);
-            }
+        let due = last || (cfg.knn_every > 0 && (epoch + 1).is_multiple_of(cfg.knn_every));
+        let mut measured = None;
+        if let (Some(m), true) = (monitor, due) {
+            let value = measure(m, &self.s)?;
+            record[m.metric()] = json!(value);
+            measured = Some(value);
         }
         println!("{record}");
-        metrics.write(&record)?;
-        if last || (epoch + 1) % cfg.checkpoint_every.max(1) == 0 {
-            checkpoint::save(&run, &s.varmap, &optimizer, &state, &config_text)?;
+        self.metrics.write(&record)?;
+        if last || (epoch + 1).is_multiple_of(cfg.checkpoint_every.max(1)) {
+            let (dir, s) = (self.run.dir(), &self.s);
+            checkpoint::save(
+                dir,
+                &s.varmap,
+                &self.optimizer,
+                &self.state,
+                &self.config_text,
+            )?;
+        }
+        Ok(measured)
+    }
+
+    /// One optimiser step on `batch`; returns its loss, or `None` for a skipped lone image.
+    fn step(
+        &mut self,
+        batch: &crate::loader::Batch,
+        epoch: u64,
+        number: usize,
+        waited: f64,
+        progress: &ProgressBar,
+    ) -> Result<Option<f32>, TrainError> {
+        let cfg = &self.run.config;
+        let step_start = Instant::now();
+        if batch.len() < 2 {
+            // A lone image: every standard deviation of the loss divides by zero.
+            let record =
+                json!({ "kind": "skip", "epoch": epoch, "batch": number, "images": batch.len() });
+            self.metrics.write(&record)?;
+            return Ok(None);
+        }
+        let inputs = batch.to_tensors(&self.s.device, cfg.mean, cfg.std)?;
+        let parts = cfg
+            .loss
+            .compute(&self.s.model.embed(&inputs, true)?, self.s.k)?;
+        let value = parts.total.to_dtype(DType::F32)?.to_scalar::<f32>()?;
+        if !value.is_finite() {
+            return Err(self.non_finite(value, epoch));
+        }
+        let grads = parts.total.backward()?;
+        let total_steps = self.steps_per_epoch as u64 * cfg.epochs;
+        let cosine = cfg.schedule == Schedule::Cosine;
+        let lr = learning_rate(cfg.lr, self.state.step, self.warmup, total_steps, cosine);
+        self.optimizer.step(&grads, lr)?;
+        self.state.step += 1;
+        // The step's time includes the wait for its batch, as a user's wall clock does.
+        let seconds = step_start.elapsed().as_secs_f64() + waited;
+        self.images += batch.len();
+        self.last_loss = value;
+        let mut record = json!({
+            "kind": "step", "epoch": epoch, "step": self.state.step, "loss": value, "lr": lr,
+            "images_per_s": batch.len() as f64 / seconds, "data_wait": waited / seconds,
+        });
+        for (name, t) in &parts.terms {
+            record[*name] = json!(t.to_dtype(DType::F32)?.to_scalar::<f32>()?);
+        }
+        self.metrics.write(&record)?;
+        let rate = batch.len() as f64 / seconds;
+        progress.set_message(format!("loss {value:.4} {rate:.0} img/s"));
+        Ok(Some(value))
+    }
+
+    fn non_finite(&self, value: f32, epoch: u64) -> TrainError {
+        let dir = checkpoint::checkpoint_dir(self.run.dir());
+        let kept = match dir.exists() {
+            true => format!("The last good checkpoint is {}", dir.display()),
+            false => "No checkpoint had been written yet".to_string(),
+        };
+        TrainError::NonFinite {
+            value,
+            epoch,
+            step: self.state.step + 1,
+            kept,
         }
     }
-    let seconds = start.elapsed().as_secs_f64();
-    let summary = TrainSummary {
-        run: run.clone(),
-        epochs: cfg.epochs,
-        steps: state.step,
-        last_loss,
-        knn_random_init,
-        knn_final,
-        seconds,
-        images_per_s: images as f64 / seconds.max(1e-9),
-    };
-    let path = run.join(SUMMARY_FILE);
-    std::fs::write(
-        &path,
-        serde_json::to_string_pretty(&summary).expect("summary serialises"),
-    )
-    .map_err(io(&path))?;
-    Ok(summary)
-}
-
-/// Fields that fix the batch sequence and the model: a resumed run that changed one of them
-/// would not continue the checkpoint's run, so it is refused rather than silently diverging.
-fn check_resumable(cfg: &TrainConfig, saved: &str, run: &Path) -> Result<(), TrainError> {
-    let saved: TrainConfig = toml::from_str(saved).map_err(|e| TrainError::Checkpoint {
-        path: checkpoint::checkpoint_dir(run).join(CONFIG_FILE),
-        message: format!("unreadable config: {e}"),
-    })?;
-    let pairs = [
-        ("seed", saved.seed.to_string(), cfg.seed.to_string()),
-        ("views", saved.views.clone(), cfg.views.clone()),
-        (
-            "batch_size",
-            saved.batch_size.to_string(),
-            cfg.batch_size.to_string(),
-        ),
-        (
-            "fraction",
-            saved.fraction.to_string(),
-            cfg.fraction.to_string(),
-        ),
-        ("split", saved.split.clone(), cfg.split.clone()),
-        (
-            "drop_last",
-            saved.drop_last.to_string(),
-            cfg.drop_last.to_string(),
-        ),
-        (
-            "backbone",
-            format!("{:?}", saved.backbone),
-            format!("{:?}", cfg.backbone),
-        ),
-        ("width", saved.width.to_string(), cfg.width.to_string()),
-        ("pdim", saved.pdim.to_string(), cfg.pdim.to_string()),
-    ];
-    let changed: Vec<String> = pairs
-        .iter()
-        .filter(|(_, a, b)| a != b)
-        .map(|(name, a, b)| format!("{name} {a} -> {b}"))
-        .collect();
-    if changed.is_empty() {
-        return Ok(());
-    }
-    Err(TrainError::Setup(format!(
-        "cannot resume {}: the checkpoint was trained with other settings ({}); start a new run instead",
-        run.display(),
-        changed.join(", ")
-    )))
 }
 
 fn progress_bar(epoch: u64, epochs: u64, steps: usize, done: usize) -> ProgressBar {

@@ -13,7 +13,7 @@ use candle_core::backprop::GradStore;
 use candle_core::{Result, Tensor, Var};
 use candle_nn::VarMap;
 
-use crate::config::OptimizerKind;
+use super::config::OptimizerKind;
 
 pub const BETA1: f64 = 0.9;
 pub const BETA2: f64 = 0.999;

@@ -6,8 +6,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use image::RgbImage;
+use sslfast::eval::monitor::train_with_knn;
+use sslfast::loader::LoaderConfig;
+use sslfast::model::{BackboneKind, ModelSpec};
 use sslfast::shard::codec::decode_stored;
 use sslfast::shard::ShardReader;
+use sslfast::train::{Run, TrainConfig, TrainError, TrainSummary};
 
 /// `../shared/datasets` beside the checkout. Missing data fails loudly: no test skips silently.
 pub fn shared_datasets() -> PathBuf {
@@ -193,4 +197,31 @@ pub fn small_cifar(train_per_class: usize, test_per_class: usize) -> PathBuf {
         std::fs::write(src.join("done"), "").unwrap();
     }
     packed(&name, &src, &["--encoding", "raw"])
+}
+
+/// A tiny pretraining run on `data` into `out`: conv4, 2 loader threads, kNN monitor off
+/// (`eval_split` empty), then `sets` by their TOML names, as `--set` takes them.
+pub fn train_config(data: PathBuf, out: &Path, sets: &[&str]) -> TrainConfig {
+    let default = TrainConfig::default();
+    let base = TrainConfig {
+        loader: LoaderConfig {
+            data,
+            threads: 2,
+            ..default.loader.clone()
+        },
+        model: ModelSpec {
+            backbone: BackboneKind::Conv4,
+            ..default.model
+        },
+        eval_split: String::new(),
+        out: out.to_path_buf(),
+        ..default
+    };
+    let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+    sslfast::config::apply_sets(&base, &sets).unwrap()
+}
+
+/// Trains `cfg` as `ssl-train` does (with the kNN monitor when `eval_split` is set).
+pub fn train(cfg: &TrainConfig, resume: bool) -> Result<TrainSummary, TrainError> {
+    train_with_knn(&Run::new(cfg.clone(), resume)?, &[])
 }

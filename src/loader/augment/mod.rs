@@ -9,6 +9,7 @@
 
 pub mod area;
 pub mod blur;
+pub mod config;
 pub mod flip;
 pub mod grayscale;
 pub mod jitter;
@@ -19,6 +20,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 pub use blur::GaussianBlur;
+pub use config::AugmentConfig;
 pub use flip::HorizontalFlip;
 pub use grayscale::RandomGrayscale;
 pub use jitter::{ColorJitter, JitterFactors};
@@ -126,7 +128,7 @@ impl Default for ViewScratch {
 }
 
 impl ViewPipeline {
-    pub fn new(side: u32, scale: (f32, f32), cfg: &crate::config::AugmentConfig) -> Self {
+    pub fn new(side: u32, scale: (f32, f32), cfg: &AugmentConfig) -> Self {
         Self {
             crop: RandomResizedCrop {
                 side,

@@ -1,0 +1,80 @@
+//! The kNN monitor `ssl-train` runs between epochs: the training split as the bank, the run's
+//! `eval_split` as queries, clean centre views, k-NN top-1 with the run's `knn_k` and
+//! `knn_temperature`. It is handed to [`crate::train::train`] as a [`Monitor`] hook.
+
+use candle_core::Device;
+
+use super::features::{centre_view_loader, evaluation_side, extract};
+use super::knn::knn_top1;
+use crate::loader::{Loader, LoaderError};
+use crate::model::SslModel;
+use crate::train::{train, Monitor, MonitorError, Run, TrainConfig, TrainError, TrainSummary};
+
+pub struct KnnMonitor {
+    bank: Loader,
+    queries: Loader,
+    cfg: TrainConfig,
+}
+
+impl KnnMonitor {
+    /// The monitor for `run`, or `None` when its `eval_split` is off or has no labels.
+    pub fn for_run(run: &Run) -> Result<Option<Self>, LoaderError> {
+        let cfg = &run.config;
+        if cfg.eval_split.is_empty() {
+            return Ok(None);
+        }
+        let data = &run.data;
+        let manifest = crate::shard::Manifest::load(data)?;
+        let labelled = manifest
+            .splits
+            .get(&cfg.eval_split)
+            .is_some_and(|s| s.unlabeled < s.rows);
+        if !labelled {
+            return Ok(None);
+        }
+        let split = &cfg.loader.split;
+        let side = match cfg.eval_size {
+            0 => match evaluation_side((data, split), (data, &cfg.eval_split))? {
+                Some(side) => side,
+                None => run.largest_view()?,
+            },
+            n => n,
+        };
+        let threads = cfg.loader.threads;
+        Ok(Some(Self {
+            bank: centre_view_loader(data, split, side, threads)?,
+            queries: centre_view_loader(data, &cfg.eval_split, side, threads)?,
+            cfg: cfg.clone(),
+        }))
+    }
+}
+
+impl Monitor for KnnMonitor {
+    fn metric(&self) -> &'static str {
+        "knn_top1"
+    }
+
+    fn measure(&mut self, model: &SslModel, device: &Device) -> Result<f64, MonitorError> {
+        let (mean, std) = (self.cfg.mean, self.cfg.std);
+        let mut bank = extract(&model.backbone, &self.bank, device, mean, std)?;
+        let mut queries = extract(&model.backbone, &self.queries, device, mean, std)?;
+        bank.normalise();
+        queries.normalise();
+        Ok(knn_top1(
+            &bank,
+            &queries,
+            self.cfg.knn_k,
+            self.cfg.knn_temperature,
+        ))
+    }
+}
+
+/// Trains `run` with the kNN monitor, as `ssl-train` does.
+pub fn train_with_knn(run: &Run, command: &[String]) -> Result<TrainSummary, TrainError> {
+    let mut monitor = KnnMonitor::for_run(run)?;
+    train(
+        run,
+        command,
+        monitor.as_mut().map(|m| m as &mut dyn Monitor),
+    )
+}
