@@ -40,11 +40,7 @@ print(json.dumps([[r["index"], r["label"], r["height"], r["width"], r["encoding"
 fn pyarrow_reads_our_parquet_and_arrow_shards() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("root");
-    for (label, path, _) in cifar_images("train", 8) {
-        let dir = root.join(format!("c{label}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::copy(&path, dir.join(path.file_name().unwrap())).unwrap();
-    }
+    class_folder(&root, &cifar_images("train", 8), "c");
     for (container, format) in [("parquet", "parquet"), ("arrow", "ipc")] {
         let out = tmp.path().join(container);
         pack_ok(&[
@@ -62,7 +58,7 @@ fn pyarrow_reads_our_parquet_and_arrow_shards() {
         let theirs: Vec<(u64, i32, u32, u32, u8, String)> =
             serde_json::from_str(&python(READ_SHARDS, &[s(&out.join("train")), format])).unwrap();
         assert_eq!(theirs.len(), 80);
-        for (a, b) in ours.iter().zip(&theirs) {
+        for (a, b) in zip_exact(&ours, &theirs, "our rows and pyarrow's") {
             assert_eq!((a.index, a.label), (b.0, b.1));
             assert_eq!(
                 (a.image.height(), a.image.width(), a.encoding as u8),
@@ -122,7 +118,7 @@ fn hf_parquet_from_pyarrow_packs_with_class_names() {
     assert_eq!(m.split("train").unwrap().rows, 30);
     assert_eq!(m.split("test").unwrap().rows, 5);
     let rows = read_split(&out, "train");
-    for (row, (label, path, img)) in rows.iter().zip(&images) {
+    for (row, (label, path, img)) in zip_exact(&rows, &images, "rows and source images") {
         assert_eq!(row.label, i32::from(*label));
         assert_eq!(
             row.bytes,

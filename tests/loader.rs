@@ -45,7 +45,7 @@ fn batches_have_the_declared_shapes_and_labels() {
     assert_eq!((batch.groups[1].side, batch.groups[1].views), (16, 6));
     assert_eq!(batch.groups[1].data.len(), 6 * 64 * 3 * 16 * 16);
     // The CIFAR folder is packed class by class, 1000 each: the index gives the label.
-    for (label, index) in batch.labels.iter().zip(&batch.indices) {
+    for (label, index) in zip_exact(&batch.labels, &batch.indices, "labels and indices") {
         assert_eq!(*label as u64, index / 1000);
     }
     let tensors = batch

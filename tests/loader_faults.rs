@@ -27,11 +27,7 @@ fn corrupt_row_is_an_error_naming_shard_and_row() {
     let tmp = tempfile::tempdir().unwrap();
     let images = cifar_images("test", 30);
     let root = tmp.path().join("src");
-    for (label, path, _) in &images {
-        let dir = root.join(format!("c{label}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::copy(path, dir.join(path.file_name().unwrap())).unwrap();
-    }
+    class_folder(&root, &images, "c");
     let data = tmp.path().join("data");
     pack_ok(&[
         "write",
@@ -125,12 +121,14 @@ fn dropping_the_iterator_mid_epoch_joins_every_worker() {
     }
     std::thread::sleep(Duration::from_millis(50));
     assert_eq!(loader_threads(), 4, "workers run while batches remain");
-    let start = Instant::now();
-    drop(batches);
+    within(
+        Duration::from_secs(30),
+        "dropping the batch iterator",
+        move || drop(batches),
+    );
     assert_eq!(
         loader_threads(),
         0,
         "every worker is joined when the iterator drops"
     );
-    assert!(start.elapsed() < Duration::from_secs(5));
 }

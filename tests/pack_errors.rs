@@ -47,13 +47,9 @@ fn nothing_written(out: &Path) {
 
 /// A class folder of real CIFAR JPEGs, `n` per class for `classes` classes.
 fn small_folder(root: &Path, classes: usize, n: usize) {
-    for (label, path, _) in cifar_images("test", n) {
-        if usize::from(label) < classes {
-            let dir = root.join(format!("class{label}"));
-            std::fs::create_dir_all(&dir).unwrap();
-            std::fs::copy(&path, dir.join(path.file_name().unwrap())).unwrap();
-        }
-    }
+    let mut images = cifar_images("test", n);
+    images.retain(|(label, _, _)| usize::from(*label) < classes);
+    class_folder(root, &images, "class");
 }
 
 #[test]

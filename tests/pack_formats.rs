@@ -200,7 +200,7 @@ fn stl10_bin_transposes_planes_and_shifts_labels() {
         train.iter().map(|r| r.label).collect::<Vec<_>>(),
         vec![0, 1, 2, 9, 4, 0]
     );
-    for (row, img) in train.iter().zip(&images[0..6]) {
+    for (row, img) in zip_exact(&train, &images[0..6], "rows and source images") {
         assert_eq!(
             row.image.as_raw(),
             img.as_raw(),
@@ -307,7 +307,7 @@ fn photos_downscale_to_max_side_and_stay_jpeg() {
             })
             .collect();
         files.sort();
-        for (row, file) in read_split(&out, split).iter().zip(&files) {
+        for (row, file) in zip_exact(&read_split(&out, split), &files, "rows and files") {
             let (w, h) = image::image_dimensions(file).unwrap();
             let (rw, rh) = row.image.dimensions();
             assert_eq!(rw.max(rh), w.max(h).min(256), "{}", file.display());
@@ -371,8 +371,8 @@ fn odd_image_kinds_become_rgb8() {
     let rows = read_split(&out, "train");
     let mut names: Vec<&str> = expected.iter().map(|e| e.0).collect();
     names.sort();
-    for (row, name) in rows.iter().zip(names) {
-        let (_, mean, tol) = expected.iter().find(|e| e.0 == name).unwrap();
+    for (row, name) in zip_exact(&rows, &names, "rows and file names") {
+        let (_, mean, tol) = expected.iter().find(|e| e.0 == *name).unwrap();
         let px = row.image.as_raw();
         for (c, pillow) in mean.iter().enumerate() {
             let m: f64 = px

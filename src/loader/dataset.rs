@@ -11,6 +11,7 @@ use rayon::prelude::*;
 use super::config::CachePolicy;
 use super::decode::decode_into;
 use super::{LoaderError, StageTimes};
+use crate::shard::manifest::{check_checksum, expect_checksum};
 use crate::shard::reader::Shard;
 use crate::shard::{RowGroup, ShardReader};
 
@@ -213,7 +214,7 @@ impl Dataset {
             LoaderError::Decode {
                 file: file.to_string(),
                 row: loc.shard_row + i,
-                source,
+                error: source,
             }
         })
     }
@@ -260,20 +261,15 @@ impl ShardCheck {
     fn result(&self) -> Result<(), LoaderError> {
         let found = self.found.get_or_init(|| {
             crate::shard::manifest::sha256_file(&self.path).map_err(|e| match e {
-                crate::shard::ShardError::Io { source, .. } => source.to_string(),
+                crate::shard::ShardError::Io { error, .. } => error.to_string(),
                 other => other.to_string(),
             })
         });
         match found {
-            Ok(found) if *found == self.expected => Ok(()),
-            Ok(found) => Err(LoaderError::Shard(crate::shard::ShardError::Checksum {
-                file: self.path.clone(),
-                expected: self.expected.clone(),
-                found: found.clone(),
-            })),
+            Ok(found) => Ok(expect_checksum(&self.path, &self.expected, found)?),
             Err(message) => Err(LoaderError::Shard(crate::shard::ShardError::Io {
                 path: self.path.clone(),
-                source: std::io::Error::other(message.clone()),
+                error: std::io::Error::other(message.clone()),
             })),
         }
     }
@@ -288,14 +284,6 @@ fn verify_checksums(
 ) -> Result<(), LoaderError> {
     info.shards.par_iter().try_for_each(|shard| {
         let path = crate::shard::manifest::shard_path(reader.dir(), shard);
-        let found = crate::shard::manifest::sha256_file(&path)?;
-        if found != shard.sha256 {
-            return Err(LoaderError::Shard(crate::shard::ShardError::Checksum {
-                file: path,
-                expected: shard.sha256.clone(),
-                found,
-            }));
-        }
-        Ok(())
+        Ok(check_checksum(&path, &shard.sha256)?)
     })
 }

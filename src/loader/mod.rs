@@ -48,11 +48,11 @@ use dataset::{Dataset, WorkerCache};
 pub enum LoaderError {
     #[error(transparent)]
     Shard(#[from] ShardError),
-    #[error("{file}: row {row}: {source}")]
+    #[error("{file}: row {row}: {error}")]
     Decode {
         file: String,
         row: usize,
-        source: CodecError,
+        error: CodecError,
     },
     #[error(transparent)]
     Views(#[from] ViewSpecError),

@@ -4,7 +4,7 @@
 use candle_core::{Result, Tensor};
 use candle_nn::{batch_norm, conv2d_no_bias, BatchNorm, Conv2d, Conv2dConfig, VarBuilder};
 
-use super::{batch_norm_relu, conv_chain};
+use super::ops::{batch_norm_relu, conv_chain};
 
 pub struct Conv4 {
     layers: Vec<(Conv2d, BatchNorm)>,

@@ -34,10 +34,10 @@ impl ModuleT for Projector {
         let mut y = x.clone();
         for (lin, bn) in &self.hidden {
             let h = lin.forward(&y)?;
-            y = if super::candle_ops_only() {
+            y = if super::ops::candle_ops_only() {
                 bn.forward_t(&h, train)?.relu()?
             } else {
-                super::batch_norm::batch_norm(bn, &h, train, true)?
+                super::ops::batch_norm::batch_norm(bn, &h, train, true)?
             };
         }
         self.out.forward(&y)

@@ -6,7 +6,7 @@
 use candle_core::{Result, Tensor};
 use candle_nn::{batch_norm, conv2d_no_bias, BatchNorm, Conv2d, Conv2dConfig, VarBuilder};
 
-use super::{batch_norm_add_relu, conv_bn, conv_chain};
+use super::ops::{batch_norm_add_relu, conv_bn, conv_chain};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Depth {

@@ -27,7 +27,7 @@ impl RecordFile {
             } else {
                 PackError::Io {
                     path: path.to_path_buf(),
-                    source: e,
+                    error: e,
                 }
             }
         })?;
@@ -62,7 +62,7 @@ impl RecordFile {
                         next = self.count;
                         return Some(Err(PackError::Io {
                             path: self.path.clone(),
-                            source: e,
+                            error: e,
                         }));
                     }
                 }

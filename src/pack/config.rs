@@ -160,3 +160,89 @@ impl Default for PackConfig {
         }
     }
 }
+
+/// `ssl-pack write`'s arguments: every [`PackConfig`] field has a flag, and [`WriteArgs::config`]
+/// names each field, so a new one fails to compile until it is mapped.
+#[derive(Debug, Clone, clap::Args)]
+pub struct WriteArgs {
+    /// Dataset to read: a directory, a .parquet file, or `builtin-shapes`.
+    pub src: PathBuf,
+    /// Output directory (must be new or empty, or hold a dataset with --overwrite).
+    pub out: PathBuf,
+    /// Input format [default: detected from SRC].
+    #[arg(long)]
+    pub format: Option<SourceFormat>,
+    /// Splits to pack, comma-separated [default: all].
+    #[arg(long, value_delimiter = ',', value_name = "SPLIT")]
+    pub split: Vec<String>,
+    #[arg(long, value_enum, default_value_t = Container::Parquet)]
+    pub container: Container,
+    #[arg(long, value_enum, default_value_t = EncodingMode::Auto)]
+    pub encoding: EncodingMode,
+    /// JPEG quality, 1-100.
+    #[arg(long, default_value_t = DEFAULT_QUALITY)]
+    pub quality: u8,
+    /// Downscale so the longer side is at most N pixels (area filter; never upscales).
+    #[arg(long, value_name = "N")]
+    pub max_side: Option<u32>,
+    /// Rows per row group [default: a group closes at about 1 MiB of images].
+    #[arg(long, value_name = "N")]
+    pub rows_per_group: Option<usize>,
+    /// Start a new shard file after this many bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_SHARD_BYTES)]
+    pub shard_bytes: u64,
+    /// Parquet page compression.
+    #[arg(long, value_enum, default_value_t = Compression::None)]
+    pub compression: Compression,
+    /// On an undecodable image: fail naming the file, or skip it and list it in the manifest.
+    #[arg(long, value_enum, default_value_t = OnError::Fail)]
+    pub on_error: OnError,
+    /// Refuse images with more pixels than this (decompression bombs).
+    #[arg(long, value_name = "PIXELS", default_value_t = DEFAULT_MAX_PIXELS)]
+    pub max_pixels: u64,
+    /// Replace an existing dataset in OUT.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// CIFAR-100: which label to store.
+    #[arg(long, value_enum, default_value_t = Cifar100Label::Fine)]
+    pub cifar100_label: Cifar100Label,
+    /// Hugging Face Parquet: image column [default: first struct column with `bytes`].
+    #[arg(long)]
+    pub image_column: Option<String>,
+    /// Hugging Face Parquet: label column [default: label, labels, fine_label or class].
+    #[arg(long)]
+    pub label_column: Option<String>,
+    /// builtin-shapes: generator seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// builtin-shapes: images per class in the train split (test gets a fifth of it).
+    #[arg(long, default_value_t = super::shapes::DEFAULT_PER_CLASS)]
+    pub shapes_per_class: usize,
+}
+
+impl WriteArgs {
+    pub fn config(self) -> PackConfig {
+        PackConfig {
+            source: self.src,
+            out: self.out,
+            format: self.format,
+            splits: self.split,
+            container: self.container,
+            encoding: self.encoding,
+            quality: self.quality,
+            max_side: self.max_side,
+            rows_per_group: self.rows_per_group,
+            shard_bytes: self.shard_bytes,
+            compression: self.compression,
+            on_error: self.on_error,
+            max_pixels: self.max_pixels,
+            overwrite: self.overwrite,
+            cifar100_label: self.cifar100_label,
+            image_column: self.image_column,
+            label_column: self.label_column,
+            seed: self.seed,
+            // No `..Default`: a new PackConfig field fails to compile here until it has a flag.
+            shapes_per_class: self.shapes_per_class,
+        }
+    }
+}

@@ -46,7 +46,7 @@ pub(crate) fn encode(record: Record, options: &EncodeOptions) -> Result<(Row, u6
             let bytes = std::fs::read(&path)
                 .map_err(|e| PackError::Image {
                     origin: origin.clone(),
-                    source: CodecError::Unreadable(e),
+                    error: CodecError::Unreadable(e),
                 })
                 .map_err(fail)?;
             decode(bytes, &origin, options.max_pixels).map_err(fail)?
@@ -95,7 +95,7 @@ fn decode(bytes: Vec<u8>, origin: &str, max_pixels: u64) -> Result<Decoded, Pack
     let (image, encoding) =
         decode_source(&bytes, max_pixels).map_err(|source| PackError::Image {
             origin: origin.to_string(),
-            source,
+            error: source,
         })?;
     Ok((image, Some((bytes, encoding))))
 }
@@ -105,7 +105,7 @@ fn jpeg(image: &RgbImage, quality: u8, origin: &str) -> Result<Vec<u8>, Failure>
         origin: origin.to_string(),
         error: Box::new(PackError::Image {
             origin: origin.to_string(),
-            source,
+            error: source,
         }),
     })
 }

@@ -296,7 +296,7 @@ impl Rows {
         // A path-only image is a per-image fault, so `--on-error skip` can leave it out.
         let bytes = bytes.ok_or(PackError::Image {
             origin: origin.clone(),
-            source: CodecError::NoBytes,
+            error: CodecError::NoBytes,
         })?;
         Ok(Record {
             index,

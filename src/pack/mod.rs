@@ -27,7 +27,7 @@ use crate::shard::codec::CodecError;
 use crate::shard::manifest::{EncodingInfo, Skipped, SourceInfo, FORMAT_VERSION, MANIFEST_FILE};
 use crate::shard::{Manifest, ShardError, SplitInfo};
 pub use config::{
-    Cifar100Label, Compression, EncodingMode, OnError, PackConfig, SourceFormat,
+    Cifar100Label, Compression, EncodingMode, OnError, PackConfig, SourceFormat, WriteArgs,
     DEFAULT_AUTO_RAW_MAX_BYTES, DEFAULT_GROUP_BYTES, DEFAULT_MAX_PIXELS, DEFAULT_QUALITY,
     DEFAULT_SHARD_BYTES,
 };
@@ -40,17 +40,17 @@ pub const PACK_CONFIG_FILE: &str = "ssl-pack.toml";
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PackError {
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The input is malformed as a whole (wrong size, bad label, missing file).
     #[error("{path}: {problem}")]
     Source { path: PathBuf, problem: String },
     /// One image cannot be used; `--on-error skip` leaves it out.
-    #[error("{origin}: {source}")]
-    Image { origin: String, source: CodecError },
+    #[error("{origin}: {error}")]
+    Image { origin: String, error: CodecError },
     #[error("invalid option: {0}")]
     Config(String),
     #[error("{dir} already holds a dataset; pass --overwrite to replace it")]
@@ -66,7 +66,7 @@ pub enum PackError {
 impl PackError {
     pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
         let path = path.into();
-        move |source| Self::Io { path, source }
+        move |error| Self::Io { path, error }
     }
 
     pub(crate) fn source(path: impl Into<PathBuf>, problem: impl Into<String>) -> Self {
@@ -516,7 +516,7 @@ impl Failure {
 
     fn into_skipped(self) -> Skipped {
         let error = match &*self.error {
-            PackError::Image { source, .. } => source.to_string(),
+            PackError::Image { error, .. } => error.to_string(),
             other => other.to_string(),
         };
         Skipped {

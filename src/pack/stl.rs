@@ -67,7 +67,7 @@ fn read_labels(path: &Path, classes: usize) -> Result<Vec<i32>, PackError> {
         std::io::ErrorKind::NotFound => PackError::source(path, "missing label file"),
         _ => PackError::Io {
             path: path.to_path_buf(),
-            source: e,
+            error: e,
         },
     })?;
     bytes

@@ -60,10 +60,10 @@ pub enum CodecError {
     },
     #[error("image is {width}x{height}; a side is zero or above 65535")]
     BadSize { width: u32, height: u32 },
-    #[error("corrupt or truncated {format}: {source}")]
+    #[error("corrupt or truncated {format}: {error}")]
     Corrupt {
         format: &'static str,
-        source: image::ImageError,
+        error: image::ImageError,
     },
     #[error("corrupt or truncated jpeg: {0}")]
     CorruptJpeg(String),
@@ -115,7 +115,7 @@ pub fn decode_source(bytes: &[u8], max_pixels: u64) -> Result<(RgbImage, Encodin
     };
     let corrupt = |source| CodecError::Corrupt {
         format: encoding.name(),
-        source,
+        error: source,
     };
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
     reader.no_limits();

@@ -133,7 +133,7 @@ impl Manifest {
         };
         write().map_err(|e| {
             let _ = fs::remove_file(&tmp);
-            ShardError::Io { path, source: e }
+            ShardError::Io { path, error: e }
         })
     }
 
@@ -251,6 +251,24 @@ pub fn sha256_file(path: &Path) -> Result<String, ShardError> {
         hasher.update(&buf[..n]);
     }
     Ok(hex::encode(hasher.finalize()))
+}
+
+/// Hashes the shard at `path` and checks it against the manifest's `expected` checksum.
+pub fn check_checksum(path: &Path, expected: &str) -> Result<(), ShardError> {
+    expect_checksum(path, expected, &sha256_file(path)?)
+}
+
+/// `Ok` when `found`, the hash of the shard at `path`, is the manifest's `expected` checksum;
+/// for callers that hash once and check many times.
+pub fn expect_checksum(path: &Path, expected: &str, found: &str) -> Result<(), ShardError> {
+    if found == expected {
+        return Ok(());
+    }
+    Err(ShardError::Checksum {
+        file: path.to_path_buf(),
+        expected: expected.to_string(),
+        found: found.to_string(),
+    })
 }
 
 /// A writer that hashes everything written through it, so shards are checksummed in one pass.

@@ -19,10 +19,10 @@ pub use schema::{Row, RowGroup, RowRef};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ShardError {
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("no manifest.json in {dir}; a directory without a manifest is not a dataset (run `ssl-pack write` first)")]
     NoManifest { dir: PathBuf },
@@ -50,15 +50,15 @@ pub enum ShardError {
         expected: u64,
         found: u64,
     },
-    #[error("{file}: {source}")]
+    #[error("{file}: {error}")]
     Parquet {
         file: PathBuf,
-        source: parquet::errors::ParquetError,
+        error: parquet::errors::ParquetError,
     },
-    #[error("{file}: {source}")]
+    #[error("{file}: {error}")]
     Arrow {
         file: PathBuf,
-        source: arrow_schema::ArrowError,
+        error: arrow_schema::ArrowError,
     },
     #[error("unknown split `{split}`; the dataset has {available}")]
     UnknownSplit { split: String, available: String },
@@ -67,6 +67,6 @@ pub enum ShardError {
 impl ShardError {
     pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
         let path = path.into();
-        move |source| Self::Io { path, source }
+        move |error| Self::Io { path, error }
     }
 }

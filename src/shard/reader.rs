@@ -195,7 +195,7 @@ impl Shard {
                     .read_record_batch(block, &data)
                     .map_err(|source| ShardError::Arrow {
                         file: self.path.clone(),
-                        source,
+                        error: source,
                     })?
                     .ok_or_else(|| self.no_group(group))?
             }
@@ -217,7 +217,7 @@ impl Shard {
         let file = File::open(&self.path).map_err(ShardError::io(&self.path))?;
         let parquet_err = |source| ShardError::Parquet {
             file: self.path.clone(),
-            source,
+            error: source,
         };
         let mut builder =
             ParquetRecordBatchReaderBuilder::new_with_metadata(file, metadata.clone());
@@ -241,7 +241,7 @@ impl Shard {
         for batch in reader {
             batches.push(batch.map_err(|source| ShardError::Arrow {
                 file: self.path.clone(),
-                source,
+                error: source,
             })?);
         }
         match batches.len() {
@@ -272,7 +272,7 @@ fn open_parquet(path: &Path) -> Result<ShardKind, ShardError> {
         ArrowReaderMetadata::load(&file, ArrowReaderOptions::new()).map_err(|source| {
             ShardError::Parquet {
                 file: path.to_path_buf(),
-                source,
+                error: source,
             }
         })?;
     check_schema(path, metadata.schema())?;
@@ -296,7 +296,7 @@ fn open_arrow(path: &Path) -> Result<ShardKind, ShardError> {
     let footer_len = read_footer_length(buffer[trailer_start..].try_into().expect("10 bytes"))
         .map_err(|source| ShardError::Arrow {
             file: path.to_path_buf(),
-            source,
+            error: source,
         })?;
     let footer_start = trailer_start
         .checked_sub(footer_len)
@@ -309,7 +309,7 @@ fn open_arrow(path: &Path) -> Result<ShardKind, ShardError> {
     let file_schema =
         arrow_ipc::convert::try_fb_to_schema(fb_schema).map_err(|source| ShardError::Arrow {
             file: path.to_path_buf(),
-            source,
+            error: source,
         })?;
     check_schema(path, &Arc::new(file_schema))?;
     let blocks: Vec<Block> = footer

@@ -6,7 +6,7 @@ use std::path::Path;
 use rayon::prelude::*;
 
 use super::codec::decode_stored;
-use super::manifest::{sha256_file, shard_path, Manifest, ShardInfo};
+use super::manifest::{check_checksum, shard_path, Manifest, ShardInfo};
 use super::reader::Shard;
 use super::ShardError;
 
@@ -94,15 +94,7 @@ fn verify_shard(
                 found: meta.len(),
             });
         }
-        let found = sha256_file(&path)?;
-        if found != info.sha256 {
-            return Err(ShardError::Checksum {
-                file: path.clone(),
-                expected: info.sha256.clone(),
-                found,
-            });
-        }
-        Ok(())
+        check_checksum(&path, &info.sha256)
     })();
     if let Err(e) = checked {
         faults.push(e.to_string());

@@ -175,6 +175,43 @@ pub fn cifar10_test_raw() -> PathBuf {
     )
 }
 
+/// Copies `images` (as [`cifar_images`] gives them) into `root/<prefix><label>/`: a class folder
+/// as `ssl-pack write` and torchvision's ImageFolder read it.
+pub fn class_folder(root: &Path, images: &[(u8, PathBuf, RgbImage)], prefix: &str) {
+    for (label, path, _) in images {
+        let dir = root.join(format!("{prefix}{label}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::copy(path, dir.join(path.file_name().unwrap())).unwrap();
+    }
+}
+
+/// Pairs of `a` and `b`, which must be as long as each other: a zip that stops at the shorter
+/// side would let missing rows pass unchecked.
+pub fn zip_exact<'a, A, B>(
+    a: &'a [A],
+    b: &'a [B],
+    what: &str,
+) -> impl Iterator<Item = (&'a A, &'a B)> {
+    assert_eq!(a.len(), b.len(), "{what}: lengths differ");
+    a.iter().zip(b)
+}
+
+/// Runs `f` on its own thread and fails the test if it takes longer than `limit`: a hang
+/// becomes a failure naming `what` instead of a test run that never ends.
+pub fn within<T: Send + 'static>(
+    limit: std::time::Duration,
+    what: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (send, receive) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = send.send(f());
+    });
+    receive
+        .recv_timeout(limit)
+        .unwrap_or_else(|_| panic!("{what} did not finish within {limit:?}: a hang or a panic"))
+}
+
 /// A small CIFAR-10 with both splits (`train_per_class` and `test_per_class` real images per
 /// class), packed raw: fast enough to train on in tests.
 pub fn small_cifar(train_per_class: usize, test_per_class: usize) -> PathBuf {
@@ -188,11 +225,7 @@ pub fn small_cifar(train_per_class: usize, test_per_class: usize) -> PathBuf {
     if !src.join("done").exists() {
         let _ = std::fs::remove_dir_all(&src);
         for (split, n) in [("train", train_per_class), ("test", test_per_class)] {
-            for (label, path, _) in cifar_images(split, n) {
-                let dir = src.join(split).join(format!("class{label}"));
-                std::fs::create_dir_all(&dir).unwrap();
-                std::fs::copy(&path, dir.join(path.file_name().unwrap())).unwrap();
-            }
+            class_folder(&src.join(split), &cifar_images(split, n), "class");
         }
         std::fs::write(src.join("done"), "").unwrap();
     }

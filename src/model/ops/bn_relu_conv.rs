@@ -152,7 +152,7 @@ impl CustomOp3 for BnReluConv2dBackward {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::test_util::{
+    use crate::model::ops::test_util::{
         assert_same_batch_norm, batch_norm_layer, max_diff, uniform, weighted_grads,
     };
     use candle_core::Var;

@@ -454,7 +454,7 @@ pub(super) fn mask_by_input(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::test_util::{
+    use crate::model::ops::test_util::{
         assert_same_batch_norm, batch_norm_layer, max_diff, uniform, weighted_grads,
     };
     use candle_core::Device;
