@@ -21,16 +21,26 @@ pub enum ConfigError {
     BadSet(String),
 }
 
-/// Applies `key=value` overrides to an existing config (see [`load`]).
+/// Applies `key=value` overrides to an existing config (see [`load`]); errors name it the
+/// built-in default.
 pub fn apply_sets<T: Serialize + DeserializeOwned>(
     cfg: &T,
     sets: &[String],
 ) -> Result<T, ConfigError> {
+    apply_sets_to(cfg, "built-in default", sets)
+}
+
+/// [`apply_sets`] on a config that errors call `origin`.
+pub fn apply_sets_to<T: Serialize + DeserializeOwned>(
+    cfg: &T,
+    origin: &str,
+    sets: &[String],
+) -> Result<T, ConfigError> {
     let table = toml::Table::try_from(cfg).map_err(|e| ConfigError::Invalid {
-        origin: "built-in default".into(),
+        origin: origin.into(),
         message: e.to_string(),
     })?;
-    apply_to_table(table, "built-in default".into(), sets)
+    apply_to_table(table, origin.into(), sets)
 }
 
 /// Reads a TOML config (or starts from `T::default()`), then applies `key=value` overrides whose

@@ -12,5 +12,7 @@ pub mod loader;
 pub mod loss;
 pub mod model;
 pub mod pack;
+pub mod plot;
 pub mod shard;
+pub mod sweep;
 pub mod train;

@@ -67,17 +67,26 @@ impl LoaderArgs {
         if let Some(interpolation) = self.interpolation {
             augment.interpolation = interpolation;
         }
+        // Every field named: a new LoaderConfig field fails to compile here until it is mapped.
+        let default = LoaderConfig::default();
         LoaderConfig {
             data: self.data.clone(),
             split: self.split.clone(),
             views: self.views.clone(),
             batch_size: self.batch,
             threads: self.threads,
-            order: self.order,
-            cache: self.cache,
             prefetch: self.prefetch,
+            order: self.order,
+            seed: default.seed,
+            fraction: default.fraction,
+            rank: default.rank,
+            world: default.world,
+            drop_last: default.drop_last,
+            shuffle_buffer: default.shuffle_buffer,
+            cache: self.cache,
+            decoded_cache_bytes: default.decoded_cache_bytes,
+            verify_checksums: default.verify_checksums,
             augment,
-            ..LoaderConfig::default()
         }
     }
 }

@@ -22,6 +22,9 @@ use features::FeatureSpec;
 use knn::{knn_top1, FeatureSet};
 use probe::{linear_probe, ProbeConfig};
 
+/// What [`evaluate`] writes into its output directory.
+pub const EVAL_FILE: &str = "eval.json";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
@@ -259,7 +262,7 @@ pub fn evaluate(req: &EvalRequest) -> Result<EvalReport, EvalError> {
         path: req.out.clone(),
         error,
     })?;
-    let path = req.out.join("eval.json");
+    let path = req.out.join(EVAL_FILE);
     std::fs::write(
         &path,
         serde_json::to_string_pretty(&report).expect("report serialises"),

@@ -6,6 +6,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod curves;
 pub mod dump;
 pub mod metrics;
 pub mod optim;
@@ -77,6 +78,8 @@ pub enum TrainError {
         batch: usize,
         expected: usize,
     },
+    #[error(transparent)]
+    Plot(Box<crate::plot::PlotError>),
     #[error("{metric} monitor: {error}")]
     Monitor {
         metric: &'static str,
@@ -344,6 +347,10 @@ impl<'a> Trainer<'a> {
         }
         println!("{record}");
         self.metrics.write(&record)?;
+        // A picture that cannot be drawn is no reason to stop training.
+        if let Err(e) = curves::draw(self.run.dir()) {
+            eprintln!("warning: {}: {e}", curves::CURVES_FILE);
+        }
         if last || (epoch + 1).is_multiple_of(cfg.checkpoint_every.max(1)) {
             let (dir, s) = (self.run.dir(), &self.s);
             checkpoint::save(

@@ -1,0 +1,294 @@
+//! The paper's figures, drawn from whatever axes a sweep has. Points that differ only in `seed`
+//! form one line (the mean over seeds, with the seeds counted in its label).
+//! - always, `curves.png`: kNN top-1 against epoch and against training time (Fig. 3);
+//! - with a `pdim` axis, `pdim.png`: final kNN (and linear) top-1 against pdim, a line per value
+//!   of the other axes (λ) and one for the best of them per pdim (Fig. 2);
+//! - with `views` and `fraction` axes, `fraction.png`: final kNN against the fraction of the data,
+//!   a line per view spec (Fig. 4), and `pareto.png`: error against training time, every line,
+//!   and the Pareto frontier of the 2-view lines at all fractions (Fig. 5).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use super::report::{PointResult, SweepResults};
+use super::SweepError;
+use crate::plot::{draw_png, Panel, Series};
+
+/// A line: points equal but for the seed.
+struct Group<'a> {
+    label: String,
+    members: Vec<&'a PointResult>,
+}
+
+impl Group<'_> {
+    fn key(&self, key: &str) -> Option<&toml::Value> {
+        self.members.first()?.point.get(key)
+    }
+
+    /// Per epoch that every seed reached: (mean training seconds, mean kNN %).
+    fn curve(&self) -> Vec<(u64, f64, f64)> {
+        let shortest = self
+            .members
+            .iter()
+            .map(|p| p.epochs.len())
+            .min()
+            .unwrap_or(0);
+        (0..shortest)
+            .filter_map(|i| {
+                let knn: Vec<f64> = self
+                    .members
+                    .iter()
+                    .filter_map(|p| p.epochs[i].knn)
+                    .collect();
+                let secs: f64 = self.members.iter().map(|p| p.epochs[i].train_seconds).sum();
+                (knn.len() == self.members.len()).then(|| {
+                    let n = self.members.len() as f64;
+                    (
+                        self.members[0].epochs[i].epoch,
+                        secs / n,
+                        100.0 * knn.iter().sum::<f64>() / n,
+                    )
+                })
+            })
+            .collect()
+    }
+
+    fn mean(&self, f: impl Fn(&PointResult) -> Option<f64>) -> Option<f64> {
+        let values: Vec<f64> = self.members.iter().filter_map(|p| f(p)).collect();
+        (values.len() == self.members.len() && !values.is_empty())
+            .then(|| 100.0 * values.iter().sum::<f64>() / values.len() as f64)
+    }
+}
+
+fn show(v: &toml::Value) -> String {
+    match v {
+        toml::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Groups points by every axis value except `seed` and those in `skip`, in grid order.
+fn groups<'a>(results: &'a SweepResults, skip: &[&str]) -> Vec<Group<'a>> {
+    let mut out: Vec<Group> = Vec::new();
+    for p in &results.points {
+        let label: Vec<String> = p
+            .point
+            .values
+            .iter()
+            .filter(|(k, _)| k != "seed" && !skip.contains(&k.as_str()))
+            .map(|(k, v)| format!("{k}={}", show(v)))
+            .collect();
+        let label = label.join(", ");
+        match out.iter_mut().find(|g| g.label == label) {
+            Some(g) => g.members.push(p),
+            None => out.push(Group {
+                label,
+                members: vec![p],
+            }),
+        }
+    }
+    for g in &mut out {
+        let mut seeds: Vec<String> = g
+            .members
+            .iter()
+            .filter_map(|p| p.point.get("seed").map(show))
+            .collect();
+        seeds.sort();
+        seeds.dedup();
+        let seeds = seeds.len();
+        if seeds > 1 {
+            g.label = format!("{} ({seeds} seeds)", g.label);
+        }
+    }
+    out
+}
+
+fn has_axis(results: &SweepResults, key: &str) -> bool {
+    results.sweep.axes.iter().any(|a| a.key == key)
+}
+
+fn number(v: &toml::Value) -> Option<f64> {
+    v.as_float().or_else(|| v.as_integer().map(|i| i as f64))
+}
+
+/// Draws every figure the sweep's axes allow into `dir`.
+pub fn draw_all(dir: &Path, results: &SweepResults) -> Result<(), SweepError> {
+    draw_png(&dir.join("curves.png"), &curves(results))?;
+    if has_axis(results, "pdim") {
+        draw_png(&dir.join("pdim.png"), &pdim(results))?;
+    }
+    if has_axis(results, "views") && has_axis(results, "fraction") {
+        draw_png(&dir.join("fraction.png"), &[fraction(results)])?;
+        draw_png(&dir.join("pareto.png"), &[pareto(results)])?;
+    }
+    Ok(())
+}
+
+fn curves(results: &SweepResults) -> [Panel; 2] {
+    let groups = groups(results, &[]);
+    let series = |time: bool| {
+        groups
+            .iter()
+            .map(|g| Series {
+                name: g.label.clone(),
+                points: g
+                    .curve()
+                    .into_iter()
+                    .map(|(e, s, k)| (if time { s } else { e as f64 }, k))
+                    .collect(),
+            })
+            .collect()
+    };
+    let title = |what: &str| format!("{} {what}", results.sweep.title).trim().to_string();
+    [
+        Panel {
+            title: title("kNN top-1 by epoch"),
+            x_label: "epoch".into(),
+            y_label: "kNN top-1 %".into(),
+            series: series(false),
+            log_x: false,
+        },
+        Panel {
+            title: title("kNN top-1 by training time"),
+            x_label: "training seconds".into(),
+            y_label: "kNN top-1 %".into(),
+            series: series(true),
+            log_x: false,
+        },
+    ]
+}
+
+/// Fig. 2: accuracy against pdim, a line per value of the other axes and the best of them.
+fn pdim(results: &SweepResults) -> [Panel; 2] {
+    let groups = groups(results, &["pdim"]);
+    let panel = |what: &str, f: &dyn Fn(&PointResult) -> Option<f64>| {
+        let mut best: BTreeMap<i64, f64> = BTreeMap::new();
+        let mut series = Vec::new();
+        for line in &groups {
+            // Within a line, points differ in pdim (and seed): regroup them by pdim.
+            let mut by_pdim: BTreeMap<i64, Vec<&PointResult>> = BTreeMap::new();
+            for p in &line.members {
+                if let Some(d) = p.point.get("pdim").and_then(number) {
+                    by_pdim.entry(d as i64).or_default().push(p);
+                }
+            }
+            let mut points = Vec::new();
+            for (d, members) in by_pdim {
+                let g = Group {
+                    label: String::new(),
+                    members,
+                };
+                if let Some(v) = g.mean(f) {
+                    points.push((d as f64, v));
+                    let b = best.entry(d).or_insert(v);
+                    *b = b.max(v);
+                }
+            }
+            series.push(Series {
+                name: line.label.clone(),
+                points,
+            });
+        }
+        if groups.len() > 1 {
+            // First, so the lines it coincides with are drawn over it.
+            let best = best.into_iter().map(|(d, v)| (d as f64, v)).collect();
+            series.insert(
+                0,
+                Series {
+                    name: "best per pdim".into(),
+                    points: best,
+                },
+            );
+        }
+        Panel {
+            title: format!("{what} by projector dimension"),
+            x_label: "pdim".into(),
+            y_label: format!("{what} %"),
+            series,
+            log_x: true,
+        }
+    };
+    [
+        panel("kNN top-1", &|p| p.knn_final()),
+        panel("linear top-1", &|p| p.linear_top1),
+    ]
+}
+
+/// Fig. 4: final kNN against the fraction of the data, a line per view spec.
+fn fraction(results: &SweepResults) -> Panel {
+    let mut series: Vec<Series> = Vec::new();
+    for g in groups(results, &[]) {
+        let (Some(views), Some(frac)) =
+            (g.key("views").map(show), g.key("fraction").and_then(number))
+        else {
+            continue;
+        };
+        let Some(acc) = g.mean(|p| p.knn_final()) else {
+            continue;
+        };
+        match series.iter_mut().find(|s| s.name == views) {
+            Some(s) => s.points.push((frac, acc)),
+            None => series.push(Series {
+                name: views,
+                points: vec![(frac, acc)],
+            }),
+        }
+    }
+    for s in &mut series {
+        s.points.sort_by(|a, b| a.0.total_cmp(&b.0));
+    }
+    Panel {
+        title: "kNN top-1 by fraction of the data".into(),
+        x_label: "fraction of the training split".into(),
+        y_label: "kNN top-1 %".into(),
+        series,
+        log_x: false,
+    }
+}
+
+/// Fig. 5: error against training time for every line, and the frontier of the 2-view lines.
+fn pareto(results: &SweepResults) -> Panel {
+    let groups = groups(results, &[]);
+    let two_views = |g: &Group| {
+        g.key("views")
+            .map(show)
+            .and_then(|v| v.parse::<crate::loader::ViewSpec>().ok())
+            .is_some_and(|spec| spec.views() == 2)
+    };
+    let mut series: Vec<Series> = groups
+        .iter()
+        .map(|g| Series {
+            name: g.label.clone(),
+            points: g
+                .curve()
+                .into_iter()
+                .map(|(_, s, k)| (s, 100.0 - k))
+                .collect(),
+        })
+        .collect();
+    let mut candidates: Vec<(f64, f64)> = groups
+        .iter()
+        .filter(|g| two_views(g))
+        .flat_map(|g| g.curve().into_iter().map(|(_, s, k)| (s, 100.0 - k)))
+        .collect();
+    candidates.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut frontier: Vec<(f64, f64)> = Vec::new();
+    for (t, err) in candidates {
+        if frontier.last().is_none_or(|&(_, best)| err < best) {
+            frontier.push((t, err));
+        }
+    }
+    if !frontier.is_empty() {
+        series.push(Series {
+            name: "2 views: Pareto frontier".into(),
+            points: frontier,
+        });
+    }
+    Panel {
+        title: "kNN error by training time".into(),
+        x_label: "training seconds".into(),
+        y_label: "kNN error %".into(),
+        series,
+        log_x: false,
+    }
+}

@@ -1,0 +1,388 @@
+//! `ssl-sweep`: the paper's experiments as grids of ordinary `ssl-train` runs. A sweep file names
+//! a base config (any `ssl-train` keys) and axes (a key and its values); every point of their
+//! product is a run directory under `DIR/runs/`, trained with the kNN monitor and then probed
+//! linearly. A finished point is skipped, an interrupted one resumed from its checkpoint, so a
+//! sweep may span several sessions. [`report`] turns the run directories into `results.csv`,
+//! `curves.csv` and the figures.
+//!
+//! ```toml
+//! title = "projector dimension against λ"
+//! [base]
+//! data = "target/packed/cifar10"
+//! backbone = "conv4"
+//! epochs = 10
+//! [[axes]]
+//! key = "pdim"
+//! values = [64, 256, 1024]
+//! [[axes]]
+//! key = "seed"
+//! values = [0, 1]
+//! ```
+
+pub mod figures;
+pub mod report;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::eval::{evaluate, monitor::train_with_knn, EvalError, EvalRequest, Protocol, EVAL_FILE};
+use crate::train::{checkpoint, Run, TrainConfig, TrainError, SUMMARY_FILE};
+
+pub use report::{report, SweepResults};
+
+/// The sweep file as written into the sweep directory.
+pub const SWEEP_FILE: &str = "sweep.toml";
+pub const RUNS_DIR: &str = "runs";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SweepConfig {
+    /// What the sweep measures, for titles.
+    #[serde(default)]
+    pub title: String,
+    /// `ssl-train` keys every point shares, as in a `configs/*.toml` file.
+    #[serde(default)]
+    pub base: toml::Table,
+    /// The grid: points are the product of the axes, the last varying fastest.
+    pub axes: Vec<Axis>,
+    /// Probe each finished point linearly (fast protocol: centre views, 20 epochs).
+    #[serde(default = "yes")]
+    pub probe: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// One axis of the grid: an `ssl-train` key and the values it takes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Axis {
+    pub key: String,
+    pub values: Vec<toml::Value>,
+}
+
+/// One point of the grid: a value per axis.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Point {
+    pub values: Vec<(String, toml::Value)>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SweepError {
+    #[error("{path}: {error}")]
+    Io {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("{path}: {problem}")]
+    Invalid { path: PathBuf, problem: String },
+    #[error("point {point}: {error}")]
+    Train {
+        point: String,
+        error: Box<TrainError>,
+    },
+    #[error("point {point}: linear probe: {error}")]
+    Eval {
+        point: String,
+        error: Box<EvalError>,
+    },
+    #[error(transparent)]
+    Plot(#[from] crate::plot::PlotError),
+}
+
+pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SweepError {
+    let path = path.to_path_buf();
+    move |error| SweepError::Io { path, error }
+}
+
+impl Point {
+    /// The point as `--set` overrides: `key=value`, values as TOML literals.
+    pub fn sets(&self) -> Vec<String> {
+        self.values
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect()
+    }
+
+    /// Its run directory's name: `pdim-64_seed-0`, anything but `[A-Za-z0-9.-]` in a value
+    /// replaced by `_`.
+    pub fn name(&self) -> String {
+        let clean = |s: &str| -> String {
+            s.chars()
+                .map(
+                    |c| match c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                        true => c,
+                        false => '_',
+                    },
+                )
+                .collect()
+        };
+        let show = |v: &toml::Value| match v {
+            toml::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        self.values
+            .iter()
+            .map(|(k, v)| format!("{}-{}", clean(k), clean(&show(v))))
+            .collect::<Vec<_>>()
+            .join("_")
+    }
+
+    /// The value of `key` on this point, if it is an axis.
+    pub fn get(&self, key: &str) -> Option<&toml::Value> {
+        self.values.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+}
+
+impl SweepConfig {
+    /// Reads a sweep file; `sets` override keys of its base (`--set epochs=2`).
+    pub fn load(path: &Path, sets: &[String]) -> Result<Self, SweepError> {
+        let text = std::fs::read_to_string(path).map_err(io(path))?;
+        let invalid = |problem: String| SweepError::Invalid {
+            path: path.to_path_buf(),
+            problem,
+        };
+        let mut sweep: SweepConfig = toml::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+        if !sets.is_empty() {
+            let base = sweep.base_config().map_err(&invalid)?;
+            let base = crate::config::apply_sets_to(&base, "[base]", sets)
+                .map_err(|e| invalid(e.to_string()))?;
+            sweep.base = toml::Table::try_from(&base).map_err(|e| invalid(e.to_string()))?;
+        }
+        sweep.check().map_err(invalid)?;
+        Ok(sweep)
+    }
+
+    /// The base as an `ssl-train` config.
+    pub fn base_config(&self) -> Result<TrainConfig, String> {
+        let text = toml::to_string(&self.base).map_err(|e| e.to_string())?;
+        crate::config::from_toml(&text, "[base]").map_err(|e| e.to_string())
+    }
+
+    /// Every point's config must parse, and names must not collide.
+    fn check(&self) -> Result<(), String> {
+        if self.axes.is_empty() || self.axes.iter().any(|a| a.values.is_empty()) {
+            return Err("a sweep needs at least one axis, each with at least one value".into());
+        }
+        let base = self.base_config()?;
+        let mut names = std::collections::BTreeSet::new();
+        for point in self.points() {
+            let origin = format!("[base] at point {}", point.name());
+            crate::config::apply_sets_to(&base, &origin, &point.sets())
+                .map_err(|e| e.to_string())?;
+            if !names.insert(point.name()) {
+                return Err(format!(
+                    "two points share the directory name {}",
+                    point.name()
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The grid's points, the last axis varying fastest.
+    pub fn points(&self) -> Vec<Point> {
+        let mut points = vec![Point { values: Vec::new() }];
+        for axis in &self.axes {
+            points = points
+                .into_iter()
+                .flat_map(|p| {
+                    axis.values.iter().map(move |v| {
+                        let mut values = p.values.clone();
+                        values.push((axis.key.clone(), v.clone()));
+                        Point { values }
+                    })
+                })
+                .collect();
+        }
+        points
+    }
+
+    /// The `ssl-train` config of `point`, its run directory under `dir`.
+    pub fn point_config(&self, point: &Point, dir: &Path) -> Result<TrainConfig, SweepError> {
+        let invalid = |problem: String| SweepError::Invalid {
+            path: dir.join(SWEEP_FILE),
+            problem: format!("point {}: {problem}", point.name()),
+        };
+        let base = self.base_config().map_err(invalid)?;
+        let mut sets = point.sets();
+        let out = run_dir(dir, point);
+        sets.push(format!(
+            "out={}",
+            toml::Value::String(out.display().to_string())
+        ));
+        crate::config::apply_sets_to(&base, "[base]", &sets).map_err(|e| invalid(e.to_string()))
+    }
+}
+
+pub fn run_dir(dir: &Path, point: &Point) -> PathBuf {
+    dir.join(RUNS_DIR).join(point.name())
+}
+
+/// Where a point stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PointState {
+    New,
+    /// A checkpoint but no summary: stopped mid-run.
+    Interrupted,
+    /// Trained, not yet probed.
+    Trained,
+    Done,
+}
+
+pub fn point_state(sweep: &SweepConfig, run: &Path) -> PointState {
+    let trained = run.join(SUMMARY_FILE).is_file();
+    match (trained, run.join(EVAL_FILE).is_file() || !sweep.probe) {
+        (true, true) => PointState::Done,
+        (true, false) => PointState::Trained,
+        (false, _) if checkpoint::checkpoint_dir(run).exists() => PointState::Interrupted,
+        (false, _) => PointState::New,
+    }
+}
+
+/// Runs every point of `sweep` in `dir` that is not done yet, then writes the report.
+pub fn run(dir: &Path, sweep: &SweepConfig) -> Result<SweepResults, SweepError> {
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let file = dir.join(SWEEP_FILE);
+    let text = toml::to_string_pretty(sweep).expect("a sweep serialises");
+    match std::fs::read_to_string(&file) {
+        Ok(existing) if existing != text => {
+            return Err(SweepError::Invalid {
+                path: file,
+                problem: "this directory holds another sweep; choose another --dir (or remove it)"
+                    .into(),
+            })
+        }
+        Ok(_) => {}
+        Err(_) => std::fs::write(&file, &text).map_err(io(&file))?,
+    }
+    let points = sweep.points();
+    let start = Instant::now();
+    let mut worked = 0usize;
+    for (i, point) in points.iter().enumerate() {
+        let run_dir = run_dir(dir, point);
+        let state = point_state(sweep, &run_dir);
+        if state != PointState::Done {
+            run_point(dir, sweep, point, state)?;
+            worked += 1;
+        }
+        let left = points.len() - i - 1;
+        let eta = match worked {
+            0 => String::new(),
+            n => format!(
+                ", about {:.0} min left",
+                start.elapsed().as_secs_f64() / n as f64 * left as f64 / 60.0
+            ),
+        };
+        let what = if state == PointState::Done {
+            "already done"
+        } else {
+            "done"
+        };
+        println!(
+            "point {}/{} {}: {what}{eta}",
+            i + 1,
+            points.len(),
+            point.name()
+        );
+    }
+    report(dir)
+}
+
+fn run_point(
+    dir: &Path,
+    sweep: &SweepConfig,
+    point: &Point,
+    state: PointState,
+) -> Result<(), SweepError> {
+    let name = point.name();
+    let cfg = sweep.point_config(point, dir)?;
+    let train_err = |error: TrainError| SweepError::Train {
+        point: name.clone(),
+        error: Box::new(error),
+    };
+    let run = Run::new(cfg, state == PointState::Interrupted).map_err(train_err)?;
+    if matches!(state, PointState::New | PointState::Interrupted) {
+        if state == PointState::New && run.dir().exists() {
+            // Stopped before its first checkpoint: nothing to keep.
+            std::fs::remove_dir_all(run.dir()).map_err(io(run.dir()))?;
+        }
+        let command = vec!["ssl-sweep".to_string(), format!("point {name}")];
+        train_with_knn(&run, &command).map_err(train_err)?;
+    }
+    if sweep.probe {
+        let cfg = &run.config;
+        let request = EvalRequest {
+            checkpoint: Some(run.dir().to_path_buf()),
+            config: cfg.clone(),
+            train: run.data.clone(),
+            test: run.data.clone(),
+            train_split: cfg.loader.split.clone(),
+            test_split: cfg.eval_split.clone(),
+            protocol: Protocol::Fast,
+            probe_epochs: None,
+            out: run.dir().to_path_buf(),
+            threads: cfg.loader.threads,
+        };
+        evaluate(&request).map_err(|error| SweepError::Eval {
+            point: name.clone(),
+            error: Box::new(error),
+        })?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_sweeps_load_with_the_point_counts_they_state() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("sweeps");
+        let expected = [
+            ("cpu/pdim-lambda.toml", 32),
+            ("cpu/views.toml", 8),
+            ("cpu/fraction.toml", 18),
+            ("paper/pdim-lambda.toml", 120),
+            ("paper/views.toml", 12),
+            ("paper/fraction.toml", 27),
+        ];
+        for (file, points) in expected {
+            let path = root.join(file);
+            let sweep = SweepConfig::load(&path, &[]).unwrap();
+            assert_eq!(sweep.points().len(), points, "{file}");
+            let text = std::fs::read_to_string(&path).unwrap();
+            assert!(
+                text.contains(&format!("= {points} runs")),
+                "{file} states its size"
+            );
+        }
+    }
+
+    #[test]
+    fn points_vary_the_last_axis_fastest_and_name_their_directories() {
+        let sweep: SweepConfig = toml::from_str(
+            "[[axes]]\nkey = \"views\"\nvalues = [\"2x32\", \"2x32:0.14-1,6x16\"]\n\
+             [[axes]]\nkey = \"seed\"\nvalues = [0, 1]\n",
+        )
+        .unwrap();
+        let names: Vec<String> = sweep.points().iter().map(Point::name).collect();
+        assert_eq!(
+            names,
+            [
+                "views-2x32_seed-0",
+                "views-2x32_seed-1",
+                "views-2x32_0.14-1_6x16_seed-0",
+                "views-2x32_0.14-1_6x16_seed-1"
+            ]
+        );
+        assert_eq!(
+            sweep.points()[2].sets(),
+            ["views=\"2x32:0.14-1,6x16\"", "seed=0"]
+        );
+    }
+}

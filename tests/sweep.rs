@@ -1,0 +1,143 @@
+//! ssl-sweep end to end on the built-in data: a 2-point grid of 2-epoch runs where one point was
+//! interrupted after its first epoch, run (the interrupted point resumes), run again (nothing is
+//! retrained), and reported (tables and figures), through the library and the binary.
+
+mod common;
+
+use std::path::Path;
+
+use sslfast::eval::monitor::train_with_knn;
+use sslfast::sweep::{self, PointState, SweepConfig};
+use sslfast::train::{metrics, Run, SUMMARY_FILE};
+
+const SWEEP: &str = r#"
+title = "tiny"
+[base]
+backbone = "conv4"
+width = 4
+views = "2x16:0.3-1"
+batch_size = 64
+epochs = 2
+max_steps_per_epoch = 2
+threads = 2
+eval_size = 16
+knn_k = 20
+[[axes]]
+key = "pdim"
+values = [16, 32]
+"#;
+
+fn records(run: &Path, kind: &str) -> Vec<serde_json::Value> {
+    let all = metrics::read(run).unwrap();
+    all.into_iter().filter(|r| r["kind"] == kind).collect()
+}
+
+#[test]
+fn a_sweep_resumes_its_interrupted_point_skips_finished_ones_and_reports() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("tiny.toml");
+    std::fs::write(&file, SWEEP).unwrap();
+    let config = SweepConfig::load(&file, &[]).unwrap();
+    let dir = tmp.path().join("sweep");
+    let points = config.points();
+    assert_eq!(points.len(), 2);
+    let (first, second) = (
+        sweep::run_dir(&dir, &points[0]),
+        sweep::run_dir(&dir, &points[1]),
+    );
+
+    // The second point stopped after its first epoch: a checkpoint, no summary.
+    let mut cut = config.point_config(&points[1], &dir).unwrap();
+    cut.epochs = 1;
+    train_with_knn(&Run::new(cut, false).unwrap(), &[]).unwrap();
+    std::fs::remove_file(second.join(SUMMARY_FILE)).unwrap();
+    assert_eq!(
+        sweep::point_state(&config, &second),
+        PointState::Interrupted
+    );
+
+    let results = sweep::run(&dir, &config).unwrap();
+    for p in &results.points {
+        assert_eq!(p.state, PointState::Done, "{}", p.point.name());
+        assert_eq!(p.epochs.len(), 2);
+        assert!(p.knn_final().is_some() && p.linear_top1.is_some());
+        assert!(p.knn_random_init.is_some());
+    }
+    let starts = records(&second, "start");
+    assert_eq!(starts.len(), 2, "trained once, then resumed");
+    assert_eq!(starts[1]["resume"], true);
+    let steps = records(&second, "step");
+    let numbers: Vec<u64> = steps.iter().map(|r| r["step"].as_u64().unwrap()).collect();
+    assert_eq!(
+        numbers,
+        [1, 2, 3, 4],
+        "the resumed point trained only its second epoch"
+    );
+    assert_eq!(records(&first, "start").len(), 1);
+
+    // Again: everything is done, nothing is trained.
+    let lines = |run: &Path| std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    let before = (lines(&first), lines(&second));
+    sweep::run(&dir, &config).unwrap();
+    assert_eq!((lines(&first), lines(&second)), before);
+
+    let csv = std::fs::read_to_string(dir.join("results.csv")).unwrap();
+    let rows: Vec<&str> = csv.lines().collect();
+    assert_eq!(rows.len(), 3, "{csv}");
+    assert!(rows[0].starts_with("point,pdim,state,epochs"), "{csv}");
+    assert!(rows[1].starts_with("pdim-16,16,Done,2,") && rows[2].starts_with("pdim-32,32,Done,2,"));
+    let curves = std::fs::read_to_string(dir.join("curves.csv")).unwrap();
+    assert_eq!(curves.lines().count(), 1 + 2 * 2, "{curves}");
+    for png in [
+        dir.join("curves.png"),
+        dir.join("pdim.png"),
+        first.join("curves.png"),
+    ] {
+        let (w, h) = image::image_dimensions(&png).unwrap();
+        assert!(w >= 500 && h >= 400, "{}", png.display());
+    }
+
+    // The binary's report redraws the same table from the run directories alone.
+    std::fs::remove_file(dir.join("results.csv")).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ssl-sweep"))
+        .args(["report", dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("results.csv")).unwrap(),
+        csv
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("pdim-32"));
+
+    // Another grid in the same directory is refused, not mixed in.
+    let other = SWEEP.replace("[16, 32]", "[16, 64]");
+    std::fs::write(&file, other).unwrap();
+    let err = sweep::run(&dir, &SweepConfig::load(&file, &[]).unwrap()).unwrap_err();
+    assert!(err.to_string().contains("holds another sweep"), "{err}");
+}
+
+#[test]
+fn bad_sweep_files_are_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("bad.toml");
+    for (text, needle) in [
+        (
+            "[[axes]]\nkey = \"bakbone\"\nvalues = [\"conv4\"]\n",
+            "unknown field `bakbone`",
+        ),
+        ("axes = []\n", "at least one axis"),
+        (
+            "[base]\nlr = \"fast\"\n[[axes]]\nkey = \"seed\"\nvalues = [0]\n",
+            "lr",
+        ),
+    ] {
+        std::fs::write(&file, text).unwrap();
+        let err = SweepConfig::load(&file, &[]).unwrap_err().to_string();
+        assert!(err.contains("bad.toml") && err.contains(needle), "{err}");
+    }
+}
