@@ -25,14 +25,29 @@ pub struct PackArgs {
 }
 
 impl PackArgs {
+    /// Every field named: a new PackConfig field fails to compile here until it is mapped.
     pub fn config(&self) -> PackConfig {
+        let d = PackConfig::default();
         PackConfig {
             source: self.src.clone(),
+            out: d.out,
             format: self.format,
-            encoding: self.encoding,
-            max_side: self.max_side,
+            splits: d.splits,
             container: self.container,
-            ..PackConfig::default()
+            encoding: self.encoding,
+            quality: d.quality,
+            max_side: self.max_side,
+            rows_per_group: d.rows_per_group,
+            shard_bytes: d.shard_bytes,
+            compression: d.compression,
+            on_error: d.on_error,
+            max_pixels: d.max_pixels,
+            overwrite: d.overwrite,
+            cifar100_label: d.cifar100_label,
+            image_column: d.image_column,
+            label_column: d.label_column,
+            seed: d.seed,
+            shapes_per_class: d.shapes_per_class,
         }
     }
 }
