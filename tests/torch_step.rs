@@ -59,7 +59,11 @@ fn check(name: &str) {
     let spec = ModelSpec {
         backbone,
         width: s["width"].as_u64().unwrap() as usize,
-        stem: Stem::Cifar,
+        stem: match s["stem"].as_str().unwrap_or("cifar") {
+            "cifar" => Stem::Cifar,
+            "imagenet" => Stem::Imagenet,
+            other => panic!("{name}: stem {other}"),
+        },
         pdim: s["pdim"].as_u64().unwrap() as usize,
         projector_depth: 2,
     };
@@ -155,4 +159,11 @@ fn resnet18_barlow_twins_k4_matches_pytorch() {
 #[test]
 fn resnet18_vicreg_k2_matches_pytorch() {
     check("resnet18-k2-vicreg.safetensors");
+}
+
+/// torchvision's stem (7x7 stride-2 conv, 3x3 stride-2 max-pool with padding 1): candle alone has
+/// no backward for that pooling.
+#[test]
+fn resnet18_imagenet_stem_matches_pytorch() {
+    check("resnet18-k2-barlow-twins-imagenet.safetensors");
 }

@@ -268,12 +268,12 @@ class Projector(nn.Module):
 
 
 class SslModel(nn.Module):
-    def __init__(self, backbone, width, pdim):
+    def __init__(self, backbone, width, pdim, cifar_stem=True):
         super().__init__()
         if backbone == "conv4":
             self.backbone = Conv4(width)
         else:
-            self.backbone = ResNet(int(backbone.removeprefix("resnet")), width)
+            self.backbone = ResNet(int(backbone.removeprefix("resnet")), width, cifar_stem)
         self.projector = Projector(self.backbone.feature_dim, pdim)
 
     def forward(self, x):

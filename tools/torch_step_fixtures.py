@@ -18,20 +18,22 @@ import reference_torch as ref
 
 OUT = pathlib.Path(__file__).resolve().parent.parent / "tests/fixtures/torch_step"
 CASES = [
-    # (backbone, width, views, batch per view, side, pdim, loss)
-    ("conv4", 4, 2, 8, 16, 16, "barlow-twins"),
-    ("conv4", 4, 4, 8, 16, 16, "barlow-twins"),
-    ("conv4", 4, 4, 8, 16, 16, "vicreg"),
-    ("resnet18", 4, 2, 6, 16, 16, "barlow-twins"),
-    ("resnet18", 4, 4, 6, 16, 16, "barlow-twins"),
-    ("resnet18", 4, 2, 6, 16, 16, "vicreg"),
+    # (backbone, width, views, batch per view, side, pdim, loss, stem)
+    ("conv4", 4, 2, 8, 16, 16, "barlow-twins", "cifar"),
+    ("conv4", 4, 4, 8, 16, 16, "barlow-twins", "cifar"),
+    ("conv4", 4, 4, 8, 16, 16, "vicreg", "cifar"),
+    ("resnet18", 4, 2, 6, 16, 16, "barlow-twins", "cifar"),
+    ("resnet18", 4, 4, 6, 16, 16, "barlow-twins", "cifar"),
+    ("resnet18", 4, 2, 6, 16, 16, "vicreg", "cifar"),
+    # torchvision's stem: 7x7 stride-2 conv, then MaxPool2d(3, 2, padding 1).
+    ("resnet18", 4, 2, 6, 32, 16, "barlow-twins", "imagenet"),
 ]
 LAMBDA = 0.05
 
 
-def case(backbone, width, k, b, side, pdim, loss, seed):
+def case(backbone, width, k, b, side, pdim, loss, stem, seed):
     torch.manual_seed(seed)
-    model = ref.SslModel(backbone, width, pdim)
+    model = ref.SslModel(backbone, width, pdim, cifar_stem=stem == "cifar")
     weights = ref.state_for_ours(model)
     x = torch.randn(k * b, 3, side, side)
     z = model.projector(model.backbone(x))
@@ -45,16 +47,17 @@ def case(backbone, width, k, b, side, pdim, loss, seed):
     tensors["loss"] = value.detach().reshape(1)
     for name, p in model.named_parameters():
         tensors[f"grad.{name}"] = p.grad.contiguous()
-    meta = dict(backbone=backbone, width=width, k=k, pdim=pdim, loss=loss, **{"lambda": LAMBDA})
+    meta = dict(backbone=backbone, width=width, k=k, pdim=pdim, loss=loss, stem=stem, **{"lambda": LAMBDA})
     return tensors, {"settings": json.dumps(meta)}
 
 
 def main():
     OUT.mkdir(parents=True, exist_ok=True)
     for i, c in enumerate(CASES):
-        backbone, width, k, b, side, pdim, loss = c
+        backbone, width, k, b, side, pdim, loss, stem = c
         tensors, meta = case(*c, seed=i)
-        name = f"{backbone}-k{k}-{loss}.safetensors"
+        suffix = "" if stem == "cifar" else f"-{stem}"
+        name = f"{backbone}-k{k}-{loss}{suffix}.safetensors"
         save_file(tensors, OUT / name, metadata=meta)
         print(name, float(tensors["loss"]))
 

@@ -38,6 +38,9 @@ pub struct StepSpec {
     pub steps: usize,
     #[arg(long, default_value_t = 2)]
     pub warmup: usize,
+    /// The ResNet stem: cifar (3x3 conv) or imagenet (7x7 stride-2 conv and max-pool).
+    #[arg(long, value_enum, default_value_t = Stem::Cifar)]
+    pub stem: Stem,
     /// candle's own conv and BatchNorm instead of ours: the plain-candle reference.
     #[arg(long)]
     pub candle_ops: bool,
@@ -82,7 +85,7 @@ pub fn bench_step(spec: &StepSpec) -> candle_core::Result<StepReport> {
     let model_spec = ModelSpec {
         backbone: spec.backbone,
         width: spec.width,
-        stem: Stem::Cifar,
+        stem: spec.stem,
         pdim: spec.pdim,
         projector_depth: 2,
     };

@@ -164,11 +164,8 @@ impl ResNet {
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let mut y = conv_bn(&self.stem.0, &self.stem.1, x, train, true)?;
         if self.max_pool {
-            // After ReLU every value is >= 0, so zero padding acts as torchvision's -inf padding.
-            y = y
-                .pad_with_zeros(2, 1, 1)?
-                .pad_with_zeros(3, 1, 1)?
-                .max_pool2d_with_stride(3, 2)?;
+            // torchvision's MaxPool2d(3, stride 2, padding 1), with a backward.
+            y = super::ops::max_pool::max_pool2d(&y, 3, 2, 1)?;
         }
         self.layers
             .iter()
