@@ -103,7 +103,11 @@ pub struct TrainSummary {
     /// kNN top-1 of the randomly initialised network (before any step), when labels exist.
     pub knn_random_init: Option<f64>,
     pub knn_final: Option<f64>,
+    /// Wall time of the whole run, evaluation included.
     pub seconds: f64,
+    /// Time in training steps alone (waiting for data included, evaluation and checkpoints not).
+    pub train_seconds: f64,
+    /// Training speed: images over `train_seconds`.
     pub images_per_s: f64,
 }
 
@@ -111,10 +115,12 @@ impl std::fmt::Display for TrainSummary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "done: {} epochs, {} steps in {:.0}s ({:.0} images/s), last loss {:.4}; run in {}",
+            "done: {} epochs, {} steps in {:.0}s ({:.0}s training at {:.0} images/s, the rest \
+             evaluation and checkpoints), last loss {:.4}; run in {}",
             self.epochs,
             self.steps,
             self.seconds,
+            self.train_seconds,
             self.images_per_s,
             self.last_loss,
             self.run.display()
@@ -215,7 +221,8 @@ pub fn train(
         knn_random_init,
         knn_final,
         seconds,
-        images_per_s: trainer.images as f64 / seconds.max(1e-9),
+        train_seconds: trainer.train_seconds,
+        images_per_s: trainer.images as f64 / trainer.train_seconds.max(1e-9),
     };
     let path = run.dir().join(SUMMARY_FILE);
     let text = serde_json::to_string_pretty(&summary).expect("summary serialises");
@@ -240,6 +247,7 @@ struct Trainer<'a> {
     steps_per_epoch: usize,
     warmup: u64,
     images: usize,
+    train_seconds: f64,
     last_loss: f32,
 }
 
@@ -286,6 +294,7 @@ impl<'a> Trainer<'a> {
             steps_per_epoch,
             warmup: (cfg.warmup_epochs * steps_per_epoch as f64).round() as u64,
             images: 0,
+            train_seconds: 0.0,
             last_loss: f32::NAN,
             s,
         })
@@ -399,6 +408,7 @@ impl<'a> Trainer<'a> {
         // The step's time includes the wait for its batch, as a user's wall clock does.
         let seconds = step_start.elapsed().as_secs_f64() + waited;
         self.images += batch.len();
+        self.train_seconds += seconds;
         self.last_loss = value;
         let mut record = json!({
             "kind": "step", "epoch": epoch, "step": self.state.step, "loss": value, "lr": lr,

@@ -45,9 +45,10 @@ pub(super) fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) 
     }
 }
 
-/// `dst [m, n] (+)= lhs [m, k] · rhs [k, n]`, each given by its row and column strides.
+/// `dst [m, n] (+)= lhs [m, k] · rhs [k, n]`, each given by its row and column strides, on the
+/// calling thread (callers run their chunks in parallel).
 #[allow(clippy::too_many_arguments)]
-pub(super) fn gemm(
+pub(crate) fn gemm(
     (m, n, k): (usize, usize, usize),
     dst: &mut [f32],
     dst_rs: usize,

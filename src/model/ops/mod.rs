@@ -6,7 +6,7 @@
 pub mod batch_norm;
 pub mod bn_relu_conv;
 pub mod conv2d;
-mod gemm;
+pub(crate) mod gemm;
 pub mod max_pool;
 
 use candle_core::{Module, ModuleT, Result, Tensor};
