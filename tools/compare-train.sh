@@ -7,6 +7,11 @@
 #   PYTHON=/path/to/venv/bin/python tools/compare-train.sh
 #   EPOCHS=2 SEED=1 VIEWS=2x32:0.08-1 LAMBDA=0.02 tools/compare-train.sh
 #
+# By default (INIT=ours) the reference starts from the very weights ssl-train starts from, so the
+# table compares the two trainers and data paths, not two draws of initial weights: one seed's
+# draw moves epoch-1 kNN by more than 2 points (issue 10). INIT=own lets the reference draw its
+# own (PyTorch's) weights from SEED.
+#
 # Needs a packed CIFAR-10 (DATA, default target/packed/cifar10):
 #   tar xzf ../shared/datasets/cifar10-jpeg.tar.gz -C target/data/cifar10
 #   target/release/ssl-pack write target/data/cifar10 target/packed/cifar10 --encoding raw
@@ -22,7 +27,8 @@ WIDTH=${WIDTH:-32}
 PDIM=${PDIM:-256}
 LAMBDA=${LAMBDA:-0.01}
 BATCH=${BATCH:-256}
-OUT=${OUT:-target/compare-train/$BACKBONE-w$WIDTH-$VIEWS-s$SEED}
+INIT=${INIT:-ours}
+OUT=${OUT:-target/compare-train/$BACKBONE-w$WIDTH-$VIEWS-s$SEED-$INIT}
 
 cargo build --release --quiet --bin ssl-train
 rm -rf "$OUT" && mkdir -p "$OUT"
@@ -30,9 +36,18 @@ target/release/ssl-train --data "$DATA" --out "$OUT/ours" \
   --set backbone="$BACKBONE" --set width="$WIDTH" --set views="$VIEWS" --set pdim="$PDIM" \
   --set lambda="$LAMBDA" --set batch_size="$BATCH" --set epochs="$EPOCHS" --set seed="$SEED" \
   --set threads=2 >"$OUT/ours.log" 2>&1
+INIT_FROM=()
+if [ "$INIT" = ours ]; then
+  # The run's initial weights, written without training (no batches: --dump-epochs 0).
+  target/release/ssl-train --data "$DATA" --out "$OUT/init-run" \
+    --set backbone="$BACKBONE" --set width="$WIDTH" --set views="$VIEWS" --set pdim="$PDIM" \
+    --set lambda="$LAMBDA" --set batch_size="$BATCH" --set seed="$SEED" \
+    --dump-batches "$OUT/init" --dump-epochs 0 >"$OUT/init.log" 2>&1
+  INIT_FROM=(--init-from "$OUT/init/init.safetensors")
+fi
 "$PYTHON" tools/reference_torch.py --data "$DATA" --backbone "$BACKBONE" --width "$WIDTH" \
   --views "$VIEWS" --pdim "$PDIM" --lambda "$LAMBDA" --batch "$BATCH" --epochs "$EPOCHS" \
-  --seed "$SEED" --out "$OUT/reference.jsonl" >"$OUT/reference.log" 2>&1
+  --seed "$SEED" "${INIT_FROM[@]}" --out "$OUT/reference.jsonl" >"$OUT/reference.log" 2>&1
 
 "$PYTHON" - "$OUT" <<'PY'
 import json, pathlib, sys
