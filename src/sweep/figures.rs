@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::report::{PointResult, SweepResults};
-use super::SweepError;
+use super::{value_text, SweepError};
 use crate::plot::{draw_png, Panel, Series};
 
 /// A line: points equal but for the seed.
@@ -60,13 +60,6 @@ impl Group<'_> {
     }
 }
 
-fn show(v: &toml::Value) -> String {
-    match v {
-        toml::Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
 /// Groups points by every axis value except `seed` and those in `skip`, in grid order.
 fn groups<'a>(results: &'a SweepResults, skip: &[&str]) -> Vec<Group<'a>> {
     let mut out: Vec<Group> = Vec::new();
@@ -76,7 +69,7 @@ fn groups<'a>(results: &'a SweepResults, skip: &[&str]) -> Vec<Group<'a>> {
             .values
             .iter()
             .filter(|(k, _)| k != "seed" && !skip.contains(&k.as_str()))
-            .map(|(k, v)| format!("{k}={}", show(v)))
+            .map(|(k, v)| format!("{k}={}", value_text(v)))
             .collect();
         let label = label.join(", ");
         match out.iter_mut().find(|g| g.label == label) {
@@ -91,7 +84,7 @@ fn groups<'a>(results: &'a SweepResults, skip: &[&str]) -> Vec<Group<'a>> {
         let mut seeds: Vec<String> = g
             .members
             .iter()
-            .filter_map(|p| p.point.get("seed").map(show))
+            .filter_map(|p| p.point.get("seed").map(value_text))
             .collect();
         seeds.sort();
         seeds.dedup();
@@ -218,9 +211,10 @@ fn pdim(results: &SweepResults) -> [Panel; 2] {
 fn fraction(results: &SweepResults) -> Panel {
     let mut series: Vec<Series> = Vec::new();
     for g in groups(results, &[]) {
-        let (Some(views), Some(frac)) =
-            (g.key("views").map(show), g.key("fraction").and_then(number))
-        else {
+        let (Some(views), Some(frac)) = (
+            g.key("views").map(value_text),
+            g.key("fraction").and_then(number),
+        ) else {
             continue;
         };
         let Some(acc) = g.mean(|p| p.knn_final()) else {
@@ -251,7 +245,7 @@ fn pareto(results: &SweepResults) -> Panel {
     let groups = groups(results, &[]);
     let two_views = |g: &Group| {
         g.key("views")
-            .map(show)
+            .map(value_text)
             .and_then(|v| v.parse::<crate::loader::ViewSpec>().ok())
             .is_some_and(|spec| spec.views() == 2)
     };

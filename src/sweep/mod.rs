@@ -121,13 +121,9 @@ impl Point {
                 )
                 .collect()
         };
-        let show = |v: &toml::Value| match v {
-            toml::Value::String(s) => s.clone(),
-            other => other.to_string(),
-        };
         self.values
             .iter()
-            .map(|(k, v)| format!("{}-{}", clean(k), clean(&show(v))))
+            .map(|(k, v)| format!("{}-{}", clean(k), clean(&value_text(v))))
             .collect::<Vec<_>>()
             .join("_")
     }
@@ -216,6 +212,14 @@ impl SweepConfig {
             toml::Value::String(out.display().to_string())
         ));
         crate::config::apply_sets_to(&base, "[base]", &sets).map_err(|e| invalid(e.to_string()))
+    }
+}
+
+/// An axis value as people read it: strings without their quotes, numbers as written.
+pub fn value_text(v: &toml::Value) -> String {
+    match v {
+        toml::Value::String(s) => s.clone(),
+        other => other.to_string(),
     }
 }
 

@@ -7,7 +7,9 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use super::{io, point_state, run_dir, Point, PointState, SweepConfig, SweepError, SWEEP_FILE};
+use super::{
+    io, point_state, run_dir, value_text, Point, PointState, SweepConfig, SweepError, SWEEP_FILE,
+};
 use crate::eval::EVAL_FILE;
 use crate::train::{curves, metrics};
 
@@ -122,13 +124,6 @@ fn field(s: &str) -> String {
     match s.contains([',', '"', '\n']) {
         true => format!("\"{}\"", s.replace('"', "\"\"")),
         false => s.to_string(),
-    }
-}
-
-fn value_text(v: &toml::Value) -> String {
-    match v {
-        toml::Value::String(s) => s.clone(),
-        other => other.to_string(),
     }
 }
 

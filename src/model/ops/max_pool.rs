@@ -8,6 +8,8 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::contiguous;
+
 /// `x [B, C, H, W]` max-pooled with a square `kernel`, `stride` and `padding`.
 pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> Result<Tensor> {
     let op = MaxPool {
@@ -73,13 +75,6 @@ impl MaxPool {
             }
         }
         at
-    }
-}
-
-fn contiguous<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
-    match (s, l.contiguous_offsets()) {
-        (CpuStorage::F32(v), Some((a, b))) => Ok(&v[a..b]),
-        _ => candle_core::bail!("{op}: expects a contiguous f32 tensor"),
     }
 }
 

@@ -9,7 +9,7 @@ pub mod conv2d;
 pub(crate) mod gemm;
 pub mod max_pool;
 
-use candle_core::{Module, ModuleT, Result, Tensor};
+use candle_core::{CpuStorage, Layout, Module, ModuleT, Result, Tensor};
 use rayon::prelude::*;
 
 thread_local! {
@@ -148,6 +148,14 @@ pub(crate) fn zeros(n: usize) -> Vec<f32> {
     let mut v = Vec::with_capacity(n);
     v.par_extend(rayon::iter::repeat_n(0f32, n));
     v
+}
+
+/// The f32 values of a contiguous CPU storage, as the custom ops read their inputs.
+pub(crate) fn contiguous<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&s.as_slice::<f32>()?[a..b]),
+        None => candle_core::bail!("{op}: expects contiguous inputs"),
+    }
 }
 
 /// Random inputs and comparisons shared by the op tests.

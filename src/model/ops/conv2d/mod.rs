@@ -22,6 +22,7 @@ mod tests;
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::contiguous;
 use super::gemm::{gemm, transpose, Workspace};
 pub(super) use im2col::InputActivation;
 use im2col::{ColumnPath, SMALL_MAP};
@@ -283,13 +284,6 @@ pub(super) fn backward(
             dwt.iter_mut().zip(&partial).for_each(|(a, b)| *a += b);
         }
         transpose(&dwt, k, g.c_out, dw_out);
-    }
-}
-
-fn contiguous<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&s.as_slice::<f32>()?[a..b]),
-        None => candle_core::bail!("{op}: expects contiguous inputs"),
     }
 }
 
