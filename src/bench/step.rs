@@ -64,8 +64,8 @@ impl std::fmt::Display for StepReport {
         let (r, spec) = (self, &self.spec);
         write!(
             f,
-            "step {:?}({}) batch={} size={} views={} ops={} threads={}: sec/step={:.4} images/s={:.1} forward_s={:.4} backward_s={:.4} optimizer_s={:.4} peak_rss_mb={:.0} loss={:.4}",
-            spec.backbone, spec.width, spec.batch, spec.size, spec.views,
+            "step {:?}({}) stem={:?} batch={} size={} views={} ops={} threads={}: sec/step={:.4} images/s={:.1} forward_s={:.4} backward_s={:.4} optimizer_s={:.4} peak_rss_mb={:.0} loss={:.4}",
+            spec.backbone, spec.width, spec.stem, spec.batch, spec.size, spec.views,
             if spec.candle_ops { "candle" } else { "ours" },
             r.threads, r.sec_per_step, r.images_per_s, r.forward_s, r.backward_s, r.optimizer_s, r.peak_rss_mb, r.final_loss
         )
