@@ -3,6 +3,7 @@
 //! ```text
 //! ssl-sweep run sweeps/cpu/pdim-lambda.toml            # resumable: run it again to continue
 //! ssl-sweep run sweeps/cpu/views.toml --set epochs=2   # override a key of the sweep's base
+//! ssl-sweep run sweeps/cpu/views.toml --dry-run        # each point and whether it is done
 //! ssl-sweep report runs/sweeps/pdim-lambda             # redraw results.csv and the figures
 //! ```
 
@@ -39,6 +40,9 @@ enum Command {
         /// Override a key of the sweep's base config, e.g. --set epochs=2.
         #[arg(long = "set", value_name = "KEY=VALUE")]
         sets: Vec<String>,
+        /// List every point and where it stands (new, interrupted, trained, done); train nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Write results.csv, curves.csv and the figures from DIR's run directories.
     Report { dir: PathBuf },
@@ -57,12 +61,21 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     let (dir, results) = match cli.command {
-        Command::Run { sweep, dir, sets } => {
+        Command::Run {
+            sweep,
+            dir,
+            sets,
+            dry_run,
+        } => {
             let config = SweepConfig::load(&sweep, &sets)?;
             let dir = dir.unwrap_or_else(|| {
                 let stem = sweep.file_stem().unwrap_or_default();
                 PathBuf::from("runs/sweeps").join(stem)
             });
+            if dry_run {
+                print!("{}", sweep::plan(&dir, &config)?);
+                return Ok(());
+            }
             let results = sweep::run(&dir, &config).context("sweep stopped")?;
             (dir, results)
         }

@@ -248,6 +248,44 @@ pub fn point_state(sweep: &SweepConfig, run: &Path) -> PointState {
     }
 }
 
+/// Every point of a sweep with where it stands: what `ssl-sweep run --dry-run` prints.
+pub struct Plan {
+    pub dir: PathBuf,
+    pub points: Vec<(Point, PointState)>,
+}
+
+/// Where each point of `sweep` in `dir` stands; every point's config is checked, nothing written.
+pub fn plan(dir: &Path, sweep: &SweepConfig) -> Result<Plan, SweepError> {
+    let points = sweep
+        .points()
+        .into_iter()
+        .map(|point| {
+            sweep.point_config(&point, dir)?;
+            let state = point_state(sweep, &run_dir(dir, &point));
+            Ok((point, state))
+        })
+        .collect::<Result<_, SweepError>>()?;
+    Ok(Plan {
+        dir: dir.to_path_buf(),
+        points,
+    })
+}
+
+impl std::fmt::Display for Plan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.points.len();
+        for (i, (point, state)) in self.points.iter().enumerate() {
+            writeln!(f, "point {}/{n} {}: {state:?}", i + 1, point.name())?;
+        }
+        let done = self
+            .points
+            .iter()
+            .filter(|(_, s)| *s == PointState::Done)
+            .count();
+        writeln!(f, "{done} of {n} points done in {}", self.dir.display())
+    }
+}
+
 /// Runs every point of `sweep` in `dir` that is not done yet, then writes the report.
 pub fn run(dir: &Path, sweep: &SweepConfig) -> Result<SweepResults, SweepError> {
     std::fs::create_dir_all(dir).map_err(io(dir))?;
