@@ -165,7 +165,7 @@ fn missing_or_empty_folders_are_refused() {
         &["write", s(&root), s(&out)],
         &[
             "zebra",
-            "class folder `zebra` has no .jpg, .jpeg or .png images",
+            "class folder `zebra` has no images (jpg, jpeg, png",
         ],
     );
     nothing_written(&out);

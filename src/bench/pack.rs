@@ -43,6 +43,7 @@ impl PackArgs {
             on_error: d.on_error,
             max_pixels: d.max_pixels,
             overwrite: d.overwrite,
+            layout: d.layout,
             cifar100_label: d.cifar100_label,
             image_column: d.image_column,
             label_column: d.label_column,

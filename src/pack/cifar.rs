@@ -160,5 +160,6 @@ fn split(
         name: name.to_string(),
         len,
         records: Box::new(records),
+        not_images: Default::default(),
     })
 }

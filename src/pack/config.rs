@@ -27,7 +27,8 @@ pub enum SourceFormat {
     Cifar100Bin,
     /// STL-10 binary release: {train,test}_{X,y}.bin and unlabeled_X.bin (96x96, column-major).
     Stl10Bin,
-    /// root/<class>/*.{jpg,jpeg,png}, optionally under a split level (root/train/<class>/...).
+    /// root/<class>/**/*.{jpg,png,webp,bmp,tif,...} (torchvision's extensions), optionally under a
+    /// split level (root/train/<class>/...).
     ImageFolder,
     /// Parquet files as Hugging Face `datasets` writes them (image struct with `bytes`, label).
     HfParquet,
@@ -84,6 +85,20 @@ pub enum OnError {
     Skip,
 }
 
+/// How an image folder's levels are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum FolderLayout {
+    /// Splits when the top folders are all split names (train, val, test, ...) holding only
+    /// folders, flat when they hold images; refused as ambiguous otherwise.
+    #[default]
+    Auto,
+    /// ROOT/<class>/**/images: one `train` split.
+    Flat,
+    /// ROOT/<split>/<class>/**/images.
+    Splits,
+}
+
 /// Which CIFAR-100 label becomes the `label` column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -123,6 +138,8 @@ pub struct PackConfig {
     pub max_pixels: u64,
     /// Replace an existing dataset in `out`.
     pub overwrite: bool,
+    /// Image folders: flat, splits, or auto (refuses when it cannot tell).
+    pub layout: FolderLayout,
     /// CIFAR-100 only: fine or coarse labels.
     pub cifar100_label: Cifar100Label,
     /// Hugging Face Parquet: the image column (default: the first struct column with `bytes`).
@@ -152,6 +169,7 @@ impl Default for PackConfig {
             on_error: OnError::default(),
             max_pixels: DEFAULT_MAX_PIXELS,
             overwrite: false,
+            layout: FolderLayout::default(),
             cifar100_label: Cifar100Label::default(),
             image_column: None,
             label_column: None,
@@ -203,6 +221,10 @@ pub struct WriteArgs {
     /// Replace an existing dataset in OUT.
     #[arg(long)]
     pub overwrite: bool,
+    /// Image folders: ROOT/<class>/ (flat) or ROOT/<split>/<class>/ (splits) [default: auto,
+    /// which refuses when the folder names do not tell].
+    #[arg(long, value_enum, default_value_t = FolderLayout::Auto)]
+    pub layout: FolderLayout,
     /// CIFAR-100: which label to store.
     #[arg(long, value_enum, default_value_t = Cifar100Label::Fine)]
     pub cifar100_label: Cifar100Label,
@@ -237,6 +259,7 @@ impl WriteArgs {
             on_error: self.on_error,
             max_pixels: self.max_pixels,
             overwrite: self.overwrite,
+            layout: self.layout,
             cifar100_label: self.cifar100_label,
             image_column: self.image_column,
             label_column: self.label_column,

@@ -97,7 +97,7 @@ fn decode(bytes: Vec<u8>, origin: &str, max_pixels: u64) -> Result<Decoded, Pack
             origin: origin.to_string(),
             error: source,
         })?;
-    Ok((image, Some((bytes, encoding))))
+    Ok((image, encoding.map(|e| (bytes, e))))
 }
 
 fn jpeg(image: &RgbImage, quality: u8, origin: &str) -> Result<Vec<u8>, Failure> {

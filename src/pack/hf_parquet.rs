@@ -123,6 +123,7 @@ pub fn open(
             name,
             len,
             records: Box::new(Rows::new(files, columns, n_classes)),
+            not_images: Default::default(),
         });
     }
     Ok(Source {

@@ -15,6 +15,7 @@ pub mod shapes;
 pub mod stl;
 mod writer;
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -27,7 +28,8 @@ use crate::shard::codec::CodecError;
 use crate::shard::manifest::{EncodingInfo, Skipped, SourceInfo, FORMAT_VERSION, MANIFEST_FILE};
 use crate::shard::{Manifest, ShardError, SplitInfo};
 pub use config::{
-    Cifar100Label, Compression, EncodingMode, OnError, PackConfig, SourceFormat, WriteArgs,
+    Cifar100Label, Compression, EncodingMode, FolderLayout, OnError, PackConfig, SourceFormat,
+    WriteArgs,
     DEFAULT_AUTO_RAW_MAX_BYTES, DEFAULT_GROUP_BYTES, DEFAULT_MAX_PIXELS, DEFAULT_QUALITY,
     DEFAULT_SHARD_BYTES,
 };
@@ -105,6 +107,8 @@ pub struct SourceSplit {
     pub name: String,
     pub len: usize,
     pub records: Records,
+    /// Files the reader left out as not images, by extension (image folders).
+    pub not_images: BTreeMap<String, u64>,
 }
 
 /// A dataset opened by one of the readers.
@@ -121,6 +125,8 @@ pub struct PackSummary {
     pub out: PathBuf,
     pub images: u64,
     pub skipped: usize,
+    /// Files left out as not images (image folders), by extension over all splits.
+    pub not_images: BTreeMap<String, u64>,
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub seconds: f64,
@@ -145,7 +151,24 @@ impl std::fmt::Display for PackSummary {
             self.bytes_out as f64 / 1e6,
             self.skipped,
             self.out.display()
-        )
+        )?;
+        if !self.not_images.is_empty() {
+            let kinds: Vec<String> = self
+                .not_images
+                .iter()
+                .map(|(ext, n)| match ext.as_str() {
+                    "" => format!("{n} without extension"),
+                    ext => format!("{n} {ext}"),
+                })
+                .collect();
+            let total: u64 = self.not_images.values().sum();
+            write!(
+                f,
+                "\n{total} files that are not images left out: {}",
+                kinds.join(", ")
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -160,7 +183,7 @@ pub fn open_source(cfg: &PackConfig) -> Result<Source, PackError> {
         SourceFormat::Cifar10Bin => cifar::open_cifar10(src),
         SourceFormat::Cifar100Bin => cifar::open_cifar100(src, cfg.cifar100_label),
         SourceFormat::Stl10Bin => stl::open(src),
-        SourceFormat::ImageFolder => folder::open(src),
+        SourceFormat::ImageFolder => folder::open(src, cfg.layout),
         SourceFormat::HfParquet => hf_parquet::open(
             src,
             cfg.image_column.as_deref(),
@@ -249,6 +272,7 @@ pub fn write_dataset(cfg: &PackConfig) -> Result<PackSummary, PackError> {
         out: cfg.out.clone(),
         images: totals.images,
         skipped: totals.skipped,
+        not_images: totals.not_images,
         bytes_in: totals.bytes_in,
         bytes_out: manifest
             .splits
@@ -345,6 +369,7 @@ fn select_splits(source: &mut Source, wanted: &[String]) -> Result<(), PackError
 struct Totals {
     images: u64,
     skipped: usize,
+    not_images: BTreeMap<String, u64>,
     bytes_in: u64,
 }
 
@@ -366,6 +391,7 @@ fn pack_split(
         unlabeled: 0,
         shards: Vec::new(),
         skipped: Vec::new(),
+        not_images: split.not_images.clone(),
     };
     let mut records = split.records;
     loop {
@@ -400,6 +426,9 @@ fn pack_split(
     info.rows = info.shards.iter().map(|s| s.rows).sum();
     totals.images += info.rows;
     totals.skipped += info.skipped.len();
+    for (ext, n) in &info.not_images {
+        *totals.not_images.entry(ext.clone()).or_default() += n;
+    }
     Ok(info)
 }
 

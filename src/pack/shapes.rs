@@ -40,6 +40,7 @@ pub fn source(seed: u64, per_class: usize) -> Source {
             name: name.to_string(),
             len: n,
             records: Box::new(records),
+            not_images: Default::default(),
         }
     };
     Source {

@@ -115,5 +115,6 @@ fn split(name: &str, x: &Path, labels: Option<Vec<i32>>) -> Result<SourceSplit, 
         name: name.to_string(),
         len,
         records: Box::new(records),
+        not_images: Default::default(),
     })
 }

@@ -49,7 +49,7 @@ pub enum CodecError {
     Unreadable(std::io::Error),
     #[error("no image bytes (a path-only image; embed the bytes, e.g. with `datasets` cast_column(Image()))")]
     NoBytes,
-    #[error("not a JPEG or PNG image (unrecognised header)")]
+    #[error("not a JPEG, PNG, BMP, TIFF, WebP or PPM/PGM image (unrecognised header)")]
     UnknownFormat,
     #[error("image is {width}x{height} = {pixels} pixels, above the limit of {limit} (raise --max-pixels)")]
     TooLarge {
@@ -100,21 +100,41 @@ pub fn sniff(bytes: &[u8]) -> Option<Encoding> {
     }
 }
 
-/// Decodes any JPEG or PNG (grayscale, CMYK, palette, 16-bit, alpha) to RGB8.
+/// Source formats read besides JPEG and PNG: the rest of torchvision's ImageFolder extensions.
+/// Rows are never stored in them, so their bytes are not kept.
+const OTHER_SOURCE_FORMATS: [(ImageFormat, &str); 4] = [
+    (ImageFormat::Bmp, "bmp"),
+    (ImageFormat::Tiff, "tiff"),
+    (ImageFormat::WebP, "webp"),
+    (ImageFormat::Pnm, "ppm/pgm"),
+];
+
+/// Decodes any JPEG or PNG (grayscale, CMYK, palette, 16-bit, alpha), BMP, TIFF, WebP or
+/// PPM/PGM to RGB8, with the stored encoding the bytes already are (None for the other formats).
 ///
 /// The size is read from the header first, so an oversized image is refused before its pixels
 /// are allocated. Alpha is dropped, as Pillow's `convert("RGB")` does.
-pub fn decode_source(bytes: &[u8], max_pixels: u64) -> Result<(RgbImage, Encoding), CodecError> {
+pub fn decode_source(
+    bytes: &[u8],
+    max_pixels: u64,
+) -> Result<(RgbImage, Option<Encoding>), CodecError> {
     if bytes.is_empty() {
         return Err(CodecError::Empty);
     }
-    let encoding = sniff(bytes).ok_or(CodecError::UnknownFormat)?;
-    let format = match encoding {
-        Encoding::Png => ImageFormat::Png,
-        _ => ImageFormat::Jpeg,
+    let (format, encoding, name) = match sniff(bytes) {
+        Some(Encoding::Png) => (ImageFormat::Png, Some(Encoding::Png), "png"),
+        Some(_) => (ImageFormat::Jpeg, Some(Encoding::Jpeg), "jpeg"),
+        None => {
+            let guessed = image::guess_format(bytes).map_err(|_| CodecError::UnknownFormat)?;
+            let (format, name) = OTHER_SOURCE_FORMATS
+                .into_iter()
+                .find(|(f, _)| *f == guessed)
+                .ok_or(CodecError::UnknownFormat)?;
+            (format, None, name)
+        }
     };
     let corrupt = |source| CodecError::Corrupt {
-        format: encoding.name(),
+        format: name,
         error: source,
     };
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
@@ -244,6 +264,27 @@ mod tests {
         assert_eq!(small.dimensions(), (30, 20));
         let big = fit_max_side(gradient(500, 375), 256);
         assert_eq!(big.dimensions(), (256, 192));
+    }
+
+    #[test]
+    fn torchvision_folder_formats_decode_to_the_same_pixels() {
+        let img = gradient(33, 17);
+        for format in [
+            ImageFormat::Bmp,
+            ImageFormat::Tiff,
+            ImageFormat::WebP,
+            ImageFormat::Pnm,
+        ] {
+            let mut bytes = Vec::new();
+            image::DynamicImage::ImageRgb8(img.clone())
+                .write_to(&mut Cursor::new(&mut bytes), format)
+                .unwrap();
+            let (back, stored) = decode_source(&bytes, u64::MAX).unwrap();
+            assert_eq!(stored, None, "{format:?} bytes are not a stored encoding");
+            assert!(back == img, "{format:?} is lossless here");
+        }
+        let err = decode_source(b"GIF89a\x01\x00\x01\x00", u64::MAX).unwrap_err();
+        assert!(matches!(err, CodecError::UnknownFormat), "{err}");
     }
 
     #[test]

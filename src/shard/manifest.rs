@@ -74,6 +74,9 @@ pub struct SplitInfo {
     /// Source files left out under `--on-error skip`, with the reason.
     #[serde(default)]
     pub skipped: Vec<Skipped>,
+    /// Files in the source left out as not images (image folders), by lower-case extension.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub not_images: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
