@@ -88,3 +88,21 @@ fn cached_features_are_reused_for_the_same_checkpoint_only() {
     );
     assert_ne!(third.rankme, first.rankme);
 }
+
+#[test]
+fn a_limited_knn_bank_is_the_same_subset_for_the_monitor_and_ssl_eval() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let sets = ["epochs=1", "knn_bank=500", "eval_split=\"test\""];
+    let summary = train(&pretrain_config(&run, &sets), false).unwrap();
+    let limited = eval(Some(&run), pretrain_config(&run, &sets), &run);
+    assert_eq!(limited.knn_bank, 500, "50 of each class's 200");
+    assert_eq!(
+        summary.knn_final,
+        Some(limited.knn_top1),
+        "the monitor searched another bank than ssl-eval"
+    );
+    let whole = eval(Some(&run), pretrain_config(&run, &["epochs=1"]), &run);
+    assert_eq!(whole.knn_bank, 2000);
+    assert_ne!(whole.knn_top1, limited.knn_top1);
+}

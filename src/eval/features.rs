@@ -40,6 +40,7 @@ fn loader(
     spec: &FeatureSpec,
     views: String,
     augment: AugmentConfig,
+    fraction: f64,
 ) -> Result<Loader, LoaderError> {
     Loader::from_config(&LoaderConfig {
         data: spec.data.clone(),
@@ -52,16 +53,19 @@ fn loader(
         seed: spec.seed,
         cache: CachePolicy::Auto,
         augment,
+        fraction,
         ..LoaderConfig::default()
     })
 }
 
-/// A loader over `split` that yields one centre view of each image, in storage order.
+/// A loader over `split` that yields one centre view of each image, in storage order; a
+/// `fraction` below 1 keeps the seeded class-balanced subset a training loader would.
 pub fn centre_view_loader(
     data: &Path,
     split: &str,
     side: u32,
     threads: usize,
+    fraction: f64,
 ) -> Result<Loader, LoaderError> {
     let spec = FeatureSpec {
         data: data.to_path_buf(),
@@ -75,7 +79,12 @@ pub fn centre_view_loader(
         threads,
         seed: 0,
     };
-    loader(&spec, format!("1x{side}:1-1"), AugmentConfig::centre())
+    loader(
+        &spec,
+        format!("1x{side}:1-1"),
+        AugmentConfig::centre(),
+        fraction,
+    )
 }
 
 /// The datasets' own image size when both splits, `(dataset, split)`, hold square images of one
@@ -121,7 +130,7 @@ pub fn features(
     device: &Device,
 ) -> Result<FeatureSet, EvalError> {
     let side = spec.side;
-    let centre = loader(spec, format!("1x{side}:1-1"), AugmentConfig::centre())?;
+    let centre = loader(spec, format!("1x{side}:1-1"), AugmentConfig::centre(), 1.0)?;
     let mut set = extract(backbone, &centre, device, spec.mean, spec.std)?;
     if spec.protocol == Protocol::Fast {
         return Ok(set);
@@ -130,7 +139,7 @@ pub fn features(
         "{PAPER_AUGMENTED_VIEWS}x{side}:{}-{}",
         spec.scale.0, spec.scale.1
     );
-    let augmented = loader(spec, views, spec.augment.clone())?;
+    let augmented = loader(spec, views, spec.augment.clone(), 1.0)?;
     let dim = set.dim;
     let mut row = 0;
     for batch in augmented.epoch(0) {

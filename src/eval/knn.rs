@@ -8,6 +8,7 @@ use rayon::prelude::*;
 use crate::model::ops::gemm::gemm;
 
 /// Features of `n` samples, row-major `[n, dim]`, with labels.
+#[derive(Debug, Clone)]
 pub struct FeatureSet {
     pub dim: usize,
     pub data: Vec<f32>,
@@ -27,6 +28,25 @@ impl FeatureSet {
         &self.data[i * self.dim..(i + 1) * self.dim]
     }
 
+    /// At most `limit` rows (0: all): the seeded class-balanced subset a loader with
+    /// `fraction = bank_fraction(len, limit)` and seed 0 takes, so a bank limited after
+    /// extraction holds the same images as one limited while loading.
+    pub fn limited(self, limit: usize) -> FeatureSet {
+        let fraction = bank_fraction(self.len(), limit);
+        if fraction >= 1.0 {
+            return self;
+        }
+        let keep = crate::loader::sampler::balanced_subset(&self.labels, fraction, 0);
+        FeatureSet {
+            dim: self.dim,
+            data: keep
+                .iter()
+                .flat_map(|&i| self.row(i as usize).iter().copied())
+                .collect(),
+            labels: keep.iter().map(|&i| self.labels[i as usize]).collect(),
+        }
+    }
+
     /// Scales every row to unit length (rows of zeros stay zero).
     pub fn normalise(&mut self) {
         let dim = self.dim;
@@ -36,6 +56,15 @@ impl FeatureSet {
                 row.iter_mut().for_each(|v| *v /= norm);
             }
         }
+    }
+}
+
+/// The loader `fraction` that keeps about `limit` of `rows` images (1: all; `limit` 0 is all).
+pub fn bank_fraction(rows: usize, limit: usize) -> f64 {
+    match limit {
+        0 => 1.0,
+        n if n >= rows => 1.0,
+        n => n as f64 / rows as f64,
     }
 }
 
@@ -128,6 +157,32 @@ fn vote(sims: &[f32], labels: &[i32], k: usize, temperature: f32, classes: usize
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_limited_bank_keeps_each_class_in_proportion_with_its_rows() {
+        let labels: Vec<i32> = (0..1000).map(|i| i % 10).collect();
+        let set = FeatureSet {
+            dim: 2,
+            data: (0..2000).map(|i| i as f32).collect(),
+            labels,
+        };
+        assert_eq!(set.clone().limited(0).len(), 1000);
+        assert_eq!(set.clone().limited(5000).len(), 1000);
+        let small = set.clone().limited(100);
+        assert_eq!(small.len(), 100);
+        for class in 0..10 {
+            assert_eq!(small.labels.iter().filter(|&&l| l == class).count(), 10);
+        }
+        for i in 0..small.len() {
+            let original = small.row(i)[0] as usize / 2;
+            assert_eq!(
+                set.row(original),
+                small.row(i),
+                "rows move with their labels"
+            );
+            assert_eq!(set.labels[original], small.labels[i]);
+        }
+    }
 
     #[test]
     fn separated_clusters_are_classified_exactly() {

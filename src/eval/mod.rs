@@ -99,11 +99,14 @@ pub struct EvalReport {
     pub linear_top5: f64,
     pub knn_top1: f64,
     pub knn_k: usize,
+    /// Images in the kNN bank (`knn_bank` limits it).
+    pub knn_bank: usize,
     pub rankme: f64,
     pub alpha: f64,
     pub alpha_range: (usize, usize),
     pub feature_seconds: f64,
     pub probe_seconds: f64,
+    pub knn_seconds: f64,
     pub features_cached: bool,
 }
 
@@ -124,6 +127,7 @@ impl std::fmt::Display for EvalReport {
             format!("kNN top-1 (k={})", self.knn_k),
             self.knn_top1 * 100.0
         )?;
+        writeln!(f, "{:<22} {} images", "kNN bank", self.knn_bank)?;
         writeln!(f, "{:<22} {:.2}", "RankMe", self.rankme)?;
         writeln!(
             f,
@@ -132,7 +136,7 @@ impl std::fmt::Display for EvalReport {
         )?;
         write!(
             f,
-            "{:<22} features {:.1}s{}, probe {:.1}s ({} epochs)",
+            "{:<22} features {:.1}s{}, probe {:.1}s ({} epochs), kNN {:.1}s",
             "time",
             self.feature_seconds,
             if self.features_cached {
@@ -141,7 +145,8 @@ impl std::fmt::Display for EvalReport {
                 ""
             },
             self.probe_seconds,
-            self.probe_epochs
+            self.probe_epochs,
+            self.knn_seconds
         )
     }
 }
@@ -234,9 +239,12 @@ pub fn evaluate(req: &EvalRequest) -> Result<EvalReport, EvalError> {
     let probe = linear_probe(&train, &test, &probe_cfg)?;
     let probe_seconds = start.elapsed().as_secs_f64();
     let spectrum = spectrum::spectrum(&train, None);
-    let (mut bank, mut queries) = (train, test);
+    let start = Instant::now();
+    let (mut bank, mut queries) = (train.limited(cfg.knn_bank), test);
     bank.normalise();
     queries.normalise();
+    let knn_top1 = knn_top1(&bank, &queries, cfg.knn_k, cfg.knn_temperature);
+    let knn_seconds = start.elapsed().as_secs_f64();
     let report = EvalReport {
         checkpoint: req
             .checkpoint
@@ -249,13 +257,15 @@ pub fn evaluate(req: &EvalRequest) -> Result<EvalReport, EvalError> {
         probe_epochs: probe_cfg.epochs,
         linear_top1: probe.top1,
         linear_top5: probe.top5,
-        knn_top1: knn_top1(&bank, &queries, cfg.knn_k, cfg.knn_temperature),
+        knn_top1,
         knn_k: cfg.knn_k,
+        knn_bank: bank.len(),
         rankme: spectrum.rankme,
         alpha: spectrum.alpha,
         alpha_range: spectrum.alpha_range,
         feature_seconds,
         probe_seconds,
+        knn_seconds,
         features_cached: cached,
     };
     std::fs::create_dir_all(&req.out).map_err(|error| EvalError::Io {

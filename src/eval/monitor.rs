@@ -1,11 +1,12 @@
-//! The kNN monitor `ssl-train` runs between epochs: the training split as the bank, the run's
+//! The kNN monitor `ssl-train` runs between epochs: the training split (or `knn_bank` images of
+//! it) as the bank, the run's
 //! `eval_split` as queries, clean centre views, k-NN top-1 with the run's `knn_k` and
 //! `knn_temperature`. It is handed to [`crate::train::train`] as a [`Monitor`] hook.
 
 use candle_core::Device;
 
 use super::features::{centre_view_loader, evaluation_side, extract};
-use super::knn::knn_top1;
+use super::knn::{bank_fraction, knn_top1};
 use crate::loader::{Loader, LoaderError};
 use crate::model::SslModel;
 use crate::train::{train, Monitor, MonitorError, Run, TrainConfig, TrainError, TrainSummary};
@@ -41,9 +42,11 @@ impl KnnMonitor {
             n => n,
         };
         let threads = cfg.loader.threads;
+        let bank_rows = manifest.splits.get(split).map_or(0, |s| s.rows as usize);
+        let bank_fraction = bank_fraction(bank_rows, cfg.knn_bank);
         Ok(Some(Self {
-            bank: centre_view_loader(data, split, side, threads)?,
-            queries: centre_view_loader(data, &cfg.eval_split, side, threads)?,
+            bank: centre_view_loader(data, split, side, threads, bank_fraction)?,
+            queries: centre_view_loader(data, &cfg.eval_split, side, threads, 1.0)?,
             cfg: cfg.clone(),
         }))
     }

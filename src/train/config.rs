@@ -69,6 +69,9 @@ pub struct TrainConfig {
     pub knn_every: u64,
     pub knn_k: usize,
     pub knn_temperature: f32,
+    /// At most this many images of `split` in the kNN bank (0: all of it): a seeded,
+    /// class-balanced subset, the same for the monitor and `ssl-eval`. kNN costs bank x queries.
+    pub knn_bank: usize,
     /// Side of the clean images that kNN monitoring and `ssl-eval` compute features on; 0 (the
     /// default, as fastssl): the dataset's own size when all its images share one, else the
     /// largest view's.
@@ -101,6 +104,7 @@ impl Default for TrainConfig {
             knn_every: 1,
             knn_k: 200,
             knn_temperature: 0.1,
+            knn_bank: 0,
             eval_size: 0,
             mean: crate::loader::CIFAR10_MEAN,
             std: crate::loader::CIFAR10_STD,

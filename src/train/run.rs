@@ -53,6 +53,7 @@ pub const RESUMABLE_CHANGES: &[&str] = &[
     "knn_every",
     "knn_k",
     "knn_temperature",
+    "knn_bank",
     "eval_size",
 ];
 
