@@ -38,7 +38,9 @@ fn a_tree_with_two_readings_is_refused_until_layout_says() {
     assert!(!out.status.success(), "one split per class must not pass");
     let err = stderr(&out);
     assert!(
-        err.contains("ambiguous layout") && err.contains("--layout flat") && err.contains(s(&train)),
+        err.contains("ambiguous layout")
+            && err.contains("--layout flat")
+            && err.contains(s(&train)),
         "{err}"
     );
 
@@ -104,7 +106,11 @@ fn every_torchvision_extension_is_packed_and_other_files_counted() {
     let rows = read_split(&out, "train");
     assert_eq!(rows.len(), 8, "every torchvision extension is an image");
     for (row, want) in zip_exact(&rows[..7], &expected, "lossless rows") {
-        assert!(row.image == *want, "row {} differs from its source", row.index);
+        assert!(
+            row.image == *want,
+            "row {} differs from its source",
+            row.index
+        );
     }
     let manifest = Manifest::load(&out).unwrap();
     let left_out = BTreeMap::from([
@@ -114,7 +120,9 @@ fn every_torchvision_extension_is_packed_and_other_files_counted() {
     ]);
     assert_eq!(manifest.splits["train"].not_images, left_out);
     assert!(
-        summary.contains("3 files that are not images left out: 1 without extension, 1 (hidden), 1 txt"),
+        summary.contains(
+            "3 files that are not images left out: 1 without extension, 1 (hidden), 1 txt"
+        ),
         "{summary}"
     );
 }

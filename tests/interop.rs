@@ -160,9 +160,13 @@ fn write_hf_rust_labels(
         fields.clone(),
         vec![
             Arc::new(BinaryArray::from_iter(bytes.iter().map(|b| b.as_deref()))) as ArrayRef,
-            Arc::new(StringArray::from_iter(
-                images.iter().map(|(_, p, _)| Some(s(p).to_string())),
-            )),
+            // Row 4's path names no file here: a path-only image that cannot be read.
+            Arc::new(StringArray::from_iter(images.iter().enumerate().map(
+                |(i, (_, p, _))| match i {
+                    4 => Some("moved/elsewhere.jpg".to_string()),
+                    _ => Some(s(p).to_string()),
+                },
+            ))),
         ],
         None,
     );
@@ -199,7 +203,9 @@ fn hf_parquet_with_custom_columns_and_a_missing_image() {
     let failed = ssl_pack(&args);
     assert_eq!(failed.status.code(), Some(2));
     assert!(
-        stderr(&failed).contains("train.parquet: row 4"),
+        stderr(&failed).contains("train.parquet: row 4")
+            && stderr(&failed).contains("moved/elsewhere.jpg does not exist")
+            && stderr(&failed).contains("embed_table_storage"),
         "{}",
         stderr(&failed)
     );

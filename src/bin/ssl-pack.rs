@@ -5,6 +5,7 @@
 //! ssl-pack write [--format F] SRC OUT       # SRC: CIFAR/STL binaries, image folder, HF Parquet, builtin-shapes
 //! ssl-pack inspect DIR
 //! ssl-pack verify DIR
+//! ssl-pack export --to hf DIR OUT           # Hugging Face Hub Parquet: OUT/data/<split>-NNNNN-of-NNNNN.parquet
 //! ```
 
 #[global_allocator]
@@ -16,6 +17,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
 use sslfast::pack::{PackConfig, SourceFormat, WriteArgs};
+use sslfast::shard::export::{ExportFormat, ExportOptions, DEFAULT_SHARD_BYTES};
 use sslfast::shard::{verify::verify, Manifest};
 
 #[derive(Parser)]
@@ -37,6 +39,25 @@ enum Command {
     Inspect { dir: PathBuf },
     /// Re-check every checksum and decode every image; exit 1 on any fault.
     Verify { dir: PathBuf },
+    /// Write dataset DIR into a new directory OUT for other tools (Hugging Face `datasets`, pandas).
+    Export {
+        /// Packed dataset (a directory with manifest.json).
+        dir: PathBuf,
+        /// New directory to write.
+        out: PathBuf,
+        /// Layout to write.
+        #[arg(long, value_enum)]
+        to: ExportFormat,
+        /// Replace OUT if it holds a previous export.
+        #[arg(long)]
+        overwrite: bool,
+        /// Start a new file after about this many bytes (256 MiB by default).
+        #[arg(long, default_value_t = DEFAULT_SHARD_BYTES)]
+        shard_bytes: u64,
+        /// At most this many rows per file.
+        #[arg(long)]
+        shard_rows: Option<u64>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -66,6 +87,22 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let report = verify(&dir)?;
             println!("{report}");
             Ok(ExitCode::from(u8::from(!report.is_ok())))
+        }
+        Some(Command::Export {
+            dir,
+            out,
+            to,
+            overwrite,
+            shard_bytes,
+            shard_rows,
+        }) => {
+            let opts = ExportOptions {
+                overwrite,
+                shard_bytes,
+                shard_rows,
+            };
+            println!("{}", sslfast::shard::export::export(&dir, &out, to, &opts)?);
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

@@ -32,6 +32,9 @@ pub enum SourceFormat {
     ImageFolder,
     /// Parquet files as Hugging Face `datasets` writes them (image struct with `bytes`, label).
     HfParquet,
+    /// A Hugging Face `save_to_disk` folder: Arrow files beside `dataset_info.json` (or a
+    /// `DatasetDict` folder with `dataset_dict.json` and a folder per split).
+    HfDisk,
     /// Procedural textured shapes, 10 classes, 64x64, generated from a seed: no download needed.
     BuiltinShapes,
 }
@@ -44,6 +47,7 @@ impl SourceFormat {
             Self::Stl10Bin => "stl10-bin",
             Self::ImageFolder => "image-folder",
             Self::HfParquet => "hf-parquet",
+            Self::HfDisk => "hf-disk",
             Self::BuiltinShapes => "builtin-shapes",
         }
     }

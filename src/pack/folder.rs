@@ -70,7 +70,10 @@ pub fn open(root: &Path, layout: FolderLayout) -> Result<Source, PackError> {
             if files.is_empty() {
                 return Err(PackError::source(
                     &class_dir,
-                    format!("class folder `{class}` has no images ({})", EXTENSIONS.join(", ")),
+                    format!(
+                        "class folder `{class}` has no images ({})",
+                        EXTENSIONS.join(", ")
+                    ),
                 ));
             }
             files.sort();

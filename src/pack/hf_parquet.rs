@@ -2,6 +2,11 @@
 //! `bytes` field (plus `path`), or plain binary; an integer label column. Files are grouped into
 //! splits by name (`train-00000-of-00002.parquet` -> `train`); class names come from the
 //! `huggingface` key-value metadata (the `ClassLabel` names) when present.
+//!
+//! An image struct with a `path` and no bytes (what `Dataset.to_parquet` writes after
+//! `load_dataset("imagefolder")`) is read from that path, taken relative to the Parquet file's
+//! folder unless absolute. [`Rows`] reads any stream of record batches, so `save_to_disk`
+//! folders (`hf_disk.rs`) share the column rules.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -10,15 +15,15 @@ use std::path::{Path, PathBuf};
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int16Type, Int32Type, Int64Type, Int8Type, UInt16Type, UInt8Type};
 use arrow_array::{Array, ArrayRef, RecordBatch};
-use arrow_schema::{DataType, Schema};
-use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+use arrow_schema::{ArrowError, DataType, Schema};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use super::config::SourceFormat;
 use super::{PackError, Payload, Record, Source, SourceSplit};
 use crate::shard::codec::CodecError;
 
 const LABEL_CANDIDATES: [&str; 4] = ["label", "labels", "fine_label", "class"];
-const BATCH_ROWS: usize = 256;
+pub(super) const BATCH_ROWS: usize = 256;
 /// Largest label accepted when the file names no classes: per-class counts are a dense vector,
 /// so a stray huge label must not size it.
 const MAX_UNNAMED_CLASSES: i64 = 100_000;
@@ -65,9 +70,22 @@ fn split_of(path: &Path) -> String {
 }
 
 #[derive(PartialEq)]
-struct Columns {
-    image: String,
-    label: Option<String>,
+pub(super) struct Columns {
+    pub image: String,
+    pub label: Option<String>,
+}
+
+/// The record batches of one file.
+pub(super) type Batches = Box<dyn Iterator<Item = Result<RecordBatch, ArrowError>> + Send>;
+/// Opens a file of a split as record batches.
+pub(super) type OpenBatches = fn(&Path) -> Result<Batches, PackError>;
+
+fn parquet_batches(path: &Path) -> Result<Batches, PackError> {
+    let reader = builder(path)?
+        .with_batch_size(BATCH_ROWS)
+        .build()
+        .map_err(|e| PackError::source(path, format!("read failed: {e}")))?;
+    Ok(Box::new(reader))
 }
 
 pub fn open(
@@ -122,7 +140,7 @@ pub fn open(
         splits.push(SourceSplit {
             name,
             len,
-            records: Box::new(Rows::new(files, columns, n_classes)),
+            records: Box::new(Rows::new(files, parquet_batches, columns, n_classes)),
             not_images: Default::default(),
         });
     }
@@ -139,7 +157,7 @@ fn builder(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>, PackErr
         .map_err(|e| PackError::source(path, format!("not a readable Parquet file: {e}")))
 }
 
-fn find_columns(
+pub(super) fn find_columns(
     path: &Path,
     schema: &Schema,
     image: Option<&str>,
@@ -197,23 +215,28 @@ fn class_names(
     kv: Option<&Vec<parquet::file::metadata::KeyValue>>,
     label: Option<&str>,
 ) -> Option<Vec<String>> {
-    let label = label?;
     let entry = kv?.iter().find(|kv| kv.key == "huggingface")?;
     let json: serde_json::Value = serde_json::from_str(entry.value.as_deref()?).ok()?;
+    class_names_in(&json, label)
+}
+
+/// `<label>.names` of the `features` in a `huggingface` metadata entry or `dataset_info.json`.
+pub(super) fn class_names_in(json: &serde_json::Value, label: Option<&str>) -> Option<Vec<String>> {
     let features = json
         .get("info")
         .and_then(|i| i.get("features"))
         .or_else(|| json.get("features"))?;
-    let names = features.get(label)?.get("names")?.as_array()?;
+    let names = features.get(label?)?.get("names")?.as_array()?;
     names.iter().map(|n| n.as_str().map(String::from)).collect()
 }
 
 /// Streams records from a split's files in order.
-struct Rows {
+pub(super) struct Rows {
     files: std::vec::IntoIter<PathBuf>,
+    open: OpenBatches,
     columns: Columns,
     classes: Option<usize>,
-    current: Option<(PathBuf, ParquetRecordBatchReader)>,
+    current: Option<(PathBuf, Batches)>,
     batch: Option<(RecordBatch, usize)>,
     file_row: usize,
     index: u64,
@@ -221,9 +244,15 @@ struct Rows {
 }
 
 impl Rows {
-    fn new(files: Vec<PathBuf>, columns: Columns, classes: Option<usize>) -> Self {
+    pub(super) fn new(
+        files: Vec<PathBuf>,
+        open: OpenBatches,
+        columns: Columns,
+        classes: Option<usize>,
+    ) -> Self {
         Self {
             files: files.into_iter(),
+            open,
             columns,
             classes,
             current: None,
@@ -251,11 +280,8 @@ impl Rows {
             let Some(path) = self.files.next() else {
                 return Ok(false);
             };
-            let reader = builder(&path)?
-                .with_batch_size(BATCH_ROWS)
-                .build()
-                .map_err(|e| PackError::source(&path, format!("read failed: {e}")))?;
-            self.current = Some((path, reader));
+            let batches = (self.open)(&path)?;
+            self.current = Some((path, batches));
             self.file_row = 0;
         }
     }
@@ -271,7 +297,7 @@ impl Rows {
         let image = batch
             .column_by_name(&self.columns.image)
             .expect("checked at open");
-        let bytes = image_bytes(image, row);
+        let cell = image_cell(image, row);
         let label = match &self.columns.label {
             Some(name) => label_value(batch.column_by_name(name).expect("checked at open"), row)
                 .ok_or_else(|| {
@@ -294,16 +320,29 @@ impl Rows {
         }
         let index = self.index;
         self.index += 1;
-        // A path-only image is a per-image fault, so `--on-error skip` can leave it out.
-        let bytes = bytes.ok_or(PackError::Image {
+        // A missing image is a per-image fault, so `--on-error skip` can leave it out.
+        let missing = |error| PackError::Image {
             origin: origin.clone(),
-            error: CodecError::NoBytes,
-        })?;
+            error,
+        };
+        let payload = match cell {
+            ImageCell::Bytes(bytes) => Payload::Bytes(bytes),
+            ImageCell::Path(p) => {
+                let file = path.parent().unwrap_or(Path::new(".")).join(&p);
+                if !file.is_file() {
+                    return Err(missing(CodecError::PathOnly {
+                        path: file.display().to_string(),
+                    }));
+                }
+                Payload::File(file)
+            }
+            ImageCell::Null => return Err(missing(CodecError::NoBytes)),
+        };
         Ok(Record {
             index,
             label: label as i32,
             origin,
-            payload: Payload::Bytes(bytes),
+            payload,
         })
     }
 }
@@ -334,14 +373,39 @@ impl Iterator for Rows {
     }
 }
 
-fn image_bytes(column: &ArrayRef, row: usize) -> Option<Vec<u8>> {
+/// What an image cell holds: bytes, else a path (HF `Image` structs), else nothing.
+enum ImageCell {
+    Bytes(Vec<u8>),
+    Path(String),
+    Null,
+}
+
+fn image_cell(column: &ArrayRef, row: usize) -> ImageCell {
     if column.is_null(row) {
-        return None;
+        return ImageCell::Null;
     }
-    let column = match column.as_struct_opt() {
-        Some(s) => s.column_by_name("bytes")?,
-        None => column,
+    let Some(image) = column.as_struct_opt() else {
+        return binary_value(column, row).map_or(ImageCell::Null, ImageCell::Bytes);
     };
+    let bytes = image
+        .column_by_name("bytes")
+        .and_then(|b| binary_value(b, row));
+    let path = image.column_by_name("path").and_then(|p| {
+        let value = match p.data_type() {
+            DataType::Utf8 => p.as_string::<i32>().value(row).to_string(),
+            DataType::LargeUtf8 => p.as_string::<i64>().value(row).to_string(),
+            _ => return None,
+        };
+        (!p.is_null(row) && !value.is_empty()).then_some(value)
+    });
+    match (bytes, path) {
+        (Some(bytes), _) => ImageCell::Bytes(bytes),
+        (None, Some(path)) => ImageCell::Path(path),
+        (None, None) => ImageCell::Null,
+    }
+}
+
+fn binary_value(column: &ArrayRef, row: usize) -> Option<Vec<u8>> {
     if column.is_null(row) {
         return None;
     }

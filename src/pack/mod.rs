@@ -10,6 +10,7 @@ pub mod cifar;
 pub mod config;
 mod encode;
 pub mod folder;
+pub mod hf_disk;
 pub mod hf_parquet;
 pub mod shapes;
 pub mod stl;
@@ -29,9 +30,8 @@ use crate::shard::manifest::{EncodingInfo, Skipped, SourceInfo, FORMAT_VERSION, 
 use crate::shard::{Manifest, ShardError, SplitInfo};
 pub use config::{
     Cifar100Label, Compression, EncodingMode, FolderLayout, OnError, PackConfig, SourceFormat,
-    WriteArgs,
-    DEFAULT_AUTO_RAW_MAX_BYTES, DEFAULT_GROUP_BYTES, DEFAULT_MAX_PIXELS, DEFAULT_QUALITY,
-    DEFAULT_SHARD_BYTES,
+    WriteArgs, DEFAULT_AUTO_RAW_MAX_BYTES, DEFAULT_GROUP_BYTES, DEFAULT_MAX_PIXELS,
+    DEFAULT_QUALITY, DEFAULT_SHARD_BYTES,
 };
 
 /// Records encoded per parallel chunk: bounds memory to a few chunks of images.
@@ -189,6 +189,11 @@ pub fn open_source(cfg: &PackConfig) -> Result<Source, PackError> {
             cfg.image_column.as_deref(),
             cfg.label_column.as_deref(),
         ),
+        SourceFormat::HfDisk => hf_disk::open(
+            src,
+            cfg.image_column.as_deref(),
+            cfg.label_column.as_deref(),
+        ),
         SourceFormat::BuiltinShapes => Ok(shapes::source(cfg.seed, cfg.shapes_per_class)),
     }
 }
@@ -218,6 +223,9 @@ pub fn detect_format(path: &Path) -> Result<SourceFormat, PackError> {
     }
     if stl::find_dir(path).is_some() {
         return Ok(SourceFormat::Stl10Bin);
+    }
+    if hf_disk::is_save_to_disk(path) {
+        return Ok(SourceFormat::HfDisk);
     }
     if !hf_parquet::list_parquet_files(path).is_empty() {
         return Ok(SourceFormat::HfParquet);

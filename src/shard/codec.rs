@@ -47,8 +47,10 @@ pub enum CodecError {
     Empty,
     #[error("cannot read: {0}")]
     Unreadable(std::io::Error),
-    #[error("no image bytes (a path-only image; embed the bytes, e.g. with `datasets` cast_column(Image()))")]
+    #[error("the image is null: no bytes and no path")]
     NoBytes,
+    #[error("a path-only image (no bytes) whose file {path} does not exist here; put the images there (a relative path is taken from the data file's folder), or embed their bytes before exporting: `from datasets.table import embed_table_storage; ds = ds.with_format(\"arrow\").map(embed_table_storage, batched=True).with_format(None)`")]
+    PathOnly { path: String },
     #[error("not a JPEG, PNG, BMP, TIFF, WebP or PPM/PGM image (unrecognised header)")]
     UnknownFormat,
     #[error("image is {width}x{height} = {pixels} pixels, above the limit of {limit} (raise --max-pixels)")]
