@@ -1,5 +1,16 @@
 //! What the binaries share in reporting to the user.
 
+/// Lets a closed stdout end the process quietly, as it ends `ls` or `grep`: Rust ignores
+/// SIGPIPE, so `ssl-pack inspect D | head -1` would otherwise panic in `println!`. Every
+/// binary calls this first.
+pub fn quiet_on_closed_pipe() {
+    #[cfg(unix)]
+    // SAFETY: restoring a signal's default disposition before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 /// `err` and its causes as one line, like anyhow's `{:#}`. Our error types name their cause in
 /// their own message ("{path}: {error}") and so do not also return it as `source()`: each cause
 /// appears once.

@@ -39,6 +39,10 @@ const ELSEWHERE: &[(&str, &str)] = &[
     ("bash .ci/run", "runs the tests, this one included"),
     ("cargo build --release", "cargo test built the binaries"),
     ("PYTHON=", "needs PyTorch; the script must exist and parse"),
+    (
+        "tools/fuzz.sh",
+        "the fuzz harness runs as its own test, tests/fuzz.rs",
+    ),
 ];
 
 fn bin(name: &str) -> &'static str {
@@ -48,6 +52,7 @@ fn bin(name: &str) -> &'static str {
         "ssl-eval" => env!("CARGO_BIN_EXE_ssl-eval"),
         "ssl-bench" => env!("CARGO_BIN_EXE_ssl-bench"),
         "ssl-sweep" => env!("CARGO_BIN_EXE_ssl-sweep"),
+        "ssl-export" => env!("CARGO_BIN_EXE_ssl-export"),
         other => panic!("README names an unknown binary {other}"),
     }
 }
@@ -150,6 +155,7 @@ fn resolve(line: &str, small: &Path) -> String {
         "ssl-eval",
         "ssl-bench",
         "ssl-sweep",
+        "ssl-export",
     ] {
         line = line
             .replace(&format!("cargo run --release --bin {name} --"), bin(name))

@@ -1,8 +1,10 @@
-//! `ssl-eval`: linear probe, kNN and spectrum metrics of a pretrained backbone.
+//! `ssl-eval`: linear probe, kNN and spectrum metrics of a pretrained backbone; `ssl-eval
+//! features` writes the features of chosen images to Parquet.
 //!
 //! ```text
 //! ssl-eval --checkpoint runs/cifar10-cpu --train target/packed/cifar10 --test target/packed/cifar10
 //! ssl-eval --checkpoint random --set backbone=conv4 --set width=16 --train D --test D
+//! ssl-eval features --checkpoint runs/cifar10-cpu --data D --split test --indices 0,5,7 --out f.parquet
 //! ```
 
 #[global_allocator]
@@ -12,8 +14,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use sslfast::config::{apply_sets, load};
+use sslfast::eval::features_out::{write_features, FeaturesArgs};
 use sslfast::eval::{evaluate, EvalRequest, Protocol};
 use sslfast::train::TrainConfig;
 
@@ -21,18 +24,22 @@ use sslfast::train::TrainConfig;
 #[command(
     name = "ssl-eval",
     version,
-    about = "Probe a pretrained backbone: linear, kNN, spectrum"
+    about = "Probe a pretrained backbone: linear, kNN, spectrum",
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
 )]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// A run directory written by ssl-train, or `random` for a randomly initialised network.
-    #[arg(long)]
-    checkpoint: String,
+    #[arg(long, required = true)]
+    checkpoint: Option<String>,
     /// Dataset (written by ssl-pack) whose split trains the probe and fills the kNN bank.
-    #[arg(long)]
-    train: PathBuf,
+    #[arg(long, required = true)]
+    train: Option<PathBuf>,
     /// Dataset whose split is scored (another dataset than the pretraining one: transfer).
-    #[arg(long)]
-    test: PathBuf,
+    #[arg(long, required = true)]
+    test: Option<PathBuf>,
     #[arg(long, default_value = "train")]
     train_split: String,
     #[arg(long, default_value = "test")]
@@ -54,7 +61,14 @@ struct Cli {
     sets: Vec<String>,
 }
 
+#[derive(Subcommand)]
+enum Command {
+    /// Pooled features (centre view) of a split's images to Parquet: index, label, features.
+    Features(FeaturesArgs),
+}
+
 fn main() -> ExitCode {
+    sslfast::cli::quiet_on_closed_pipe();
     sslfast::allocator::keep_freed_memory();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
@@ -66,10 +80,18 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let (checkpoint, config) = if cli.checkpoint == "random" {
+    if let Some(Command::Features(args)) = &cli.command {
+        println!("{}", write_features(args)?);
+        return Ok(());
+    }
+    let (Some(cli_checkpoint), Some(train), Some(test)) = (cli.checkpoint, cli.train, cli.test)
+    else {
+        anyhow::bail!("--checkpoint, --train and --test are required without a subcommand");
+    };
+    let (checkpoint, config) = if cli_checkpoint == "random" {
         (None, apply_sets(&TrainConfig::default(), &cli.sets)?)
     } else {
-        let run = PathBuf::from(&cli.checkpoint);
+        let run = PathBuf::from(&cli_checkpoint);
         let path = run.join(sslfast::train::CONFIG_FILE);
         let config: TrainConfig = load(Some(&path), &cli.sets)
             .with_context(|| format!("{} is not an ssl-train run", run.display()))?;
@@ -88,8 +110,8 @@ fn run(cli: Cli) -> Result<()> {
     let report = evaluate(&EvalRequest {
         checkpoint,
         config,
-        train: cli.train,
-        test: cli.test,
+        train,
+        test,
         train_split: cli.train_split,
         test_split: cli.test_split,
         protocol: cli.protocol,

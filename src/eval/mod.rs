@@ -3,7 +3,9 @@
 //! checkpoint or a randomly initialised network of the same architecture. Also used by
 //! `ssl-train` for kNN monitoring.
 
+pub mod export;
 pub mod features;
+pub mod features_out;
 pub mod knn;
 pub mod monitor;
 pub mod probe;
@@ -165,8 +167,59 @@ fn model(
     Ok(model)
 }
 
+/// Refuses splits that would give a number without meaning: a split that is missing or has
+/// unlabelled rows (label -1 would be scored as a class), or train and test datasets whose
+/// labels name different classes (label 3 must mean the same class on both sides).
+fn check_scorable(req: &EvalRequest) -> Result<(), EvalError> {
+    let load = |data: &Path| crate::shard::Manifest::load(data).map_err(LoaderError::from);
+    let (train, test) = (load(&req.train)?, load(&req.test)?);
+    for (data, manifest, split) in [
+        (&req.train, &train, &req.train_split),
+        (&req.test, &test, &req.test_split),
+    ] {
+        let refuse = |problem: String| {
+            Err(EvalError::Loader(LoaderError::Config(format!(
+                "{}: {problem}",
+                data.display()
+            ))))
+        };
+        match manifest.splits.get(split.as_str()) {
+            None => {
+                let splits: Vec<_> = manifest.splits.keys().cloned().collect();
+                return refuse(format!(
+                    "has no split `{split}` (it has {})",
+                    splits.join(", ")
+                ));
+            }
+            Some(s) if s.unlabeled > 0 => {
+                return refuse(format!(
+                    "split `{split}` has {} unlabelled rows of {}; kNN and the probe need a \
+                     labelled split",
+                    s.unlabeled, s.rows
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    if train.classes != test.classes {
+        let show = |c: &[String]| match c.len() {
+            0..=12 => c.join(", "),
+            n => format!("{}, ... ({n} classes)", c[..12].join(", ")),
+        };
+        return Err(EvalError::Loader(LoaderError::Config(format!(
+            "{} and {} name different classes ({} against {}): their labels cannot be compared",
+            req.train.display(),
+            req.test.display(),
+            show(&train.classes),
+            show(&test.classes)
+        ))));
+    }
+    Ok(())
+}
+
 /// Runs the evaluation and writes `eval.json` into `req.out`.
 pub fn evaluate(req: &EvalRequest) -> Result<EvalReport, EvalError> {
+    check_scorable(req)?;
     let cfg = &req.config;
     let device = crate::model::device(&cfg.device).map_err(|error| EvalError::Device {
         name: cfg.device.clone(),

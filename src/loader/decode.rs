@@ -1,13 +1,8 @@
-//! Stored rows to RGB8 pixels on the hot path: raw rows are copied, JPEG goes straight through
-//! zune-jpeg into a reused buffer (grayscale and CMYK JPEGs come out as RGB), PNG through `image`.
+//! Stored rows to RGB8 pixels on the hot path: raw rows are copied, grey rows expanded, JPEG goes
+//! straight into a reused buffer through the packer's own JPEG decoder (`codec::decode_jpeg_into`:
+//! grayscale and CMYK JPEGs come out as RGB), PNG through `image`.
 
-use std::io::Cursor;
-
-use zune_core::colorspace::ColorSpace;
-use zune_core::options::DecoderOptions;
-use zune_jpeg::JpegDecoder;
-
-use crate::shard::codec::{decode_stored, CodecError};
+use crate::shard::codec::{decode_jpeg_into, decode_stored, CodecError};
 use crate::shard::Encoding;
 
 /// Decodes a stored image of `width x height` into `out` (resized to `width * height * 3`).
@@ -39,26 +34,21 @@ pub fn decode_into(
             out.clear();
             out.extend_from_slice(bytes);
         }
-        Encoding::Jpeg => {
-            let options = DecoderOptions::default().jpeg_set_out_colorspace(ColorSpace::RGB);
-            let mut decoder = JpegDecoder::new_with_options(Cursor::new(bytes), options);
-            let corrupt =
-                |e: zune_jpeg::errors::DecodeErrors| CodecError::CorruptJpeg(e.to_string());
-            decoder.decode_headers().map_err(corrupt)?;
-            let info = decoder
-                .info()
-                .ok_or_else(|| CodecError::CorruptJpeg("no frame header".into()))?;
-            let (dw, dh) = (usize::from(info.width), usize::from(info.height));
-            if (dw, dh) != (w, h) {
-                return Err(CodecError::SizeMismatch {
-                    found_w: dw as u32,
-                    found_h: dh as u32,
+        Encoding::Gray => {
+            if bytes.len() != w * h {
+                return Err(CodecError::RawSize {
+                    found: bytes.len(),
+                    expected: w * h,
                     width,
                     height,
                 });
             }
-            out.resize(w * h * 3, 0);
-            decoder.decode_into(out).map_err(corrupt)?;
+            out.clear();
+            out.extend(bytes.iter().flat_map(|&v| [v, v, v]));
+        }
+        Encoding::Jpeg => {
+            let size = (u32::from(width), u32::from(height));
+            decode_jpeg_into(bytes, u64::MAX, Some(size), out)?;
         }
         Encoding::Png => {
             let image = decode_stored(bytes, encoding, width, height)?;

@@ -35,6 +35,8 @@ pub enum SourceFormat {
     /// A Hugging Face `save_to_disk` folder: Arrow files beside `dataset_info.json` (or a
     /// `DatasetDict` folder with `dataset_dict.json` and a folder per split).
     HfDisk,
+    /// IDX files (MNIST, Fashion-MNIST, KMNIST, EMNIST; `.gz` or not), stored single-channel.
+    Idx,
     /// Procedural textured shapes, 10 classes, 64x64, generated from a seed: no download needed.
     BuiltinShapes,
 }
@@ -48,6 +50,7 @@ impl SourceFormat {
             Self::ImageFolder => "image-folder",
             Self::HfParquet => "hf-parquet",
             Self::HfDisk => "hf-disk",
+            Self::Idx => "idx",
             Self::BuiltinShapes => "builtin-shapes",
         }
     }

@@ -1,11 +1,13 @@
 //! Turns a source record into a stored row: read, decode (which also validates), optionally
 //! downscale, then store as the configured encoding asks. Runs on rayon workers.
 
-use image::RgbImage;
+use image::{GrayImage, RgbImage};
 
 use super::config::{EncodingMode, PackConfig, DEFAULT_AUTO_RAW_MAX_BYTES};
 use super::{Failure, PackError, Payload, Record};
-use crate::shard::codec::{decode_source, encode_jpeg, fit_max_side, CodecError, Encoding};
+use crate::shard::codec::{
+    decode_source, encode_jpeg, fit_max_side, fit_max_side_grey, CodecError, Encoding,
+};
 use crate::shard::Row;
 
 pub(crate) struct EncodeOptions {
@@ -39,6 +41,18 @@ pub(crate) fn encode(record: Record, options: &EncodeOptions) -> Result<(Row, u6
         error: Box::new(error),
     };
     let (pixels, source_bytes) = match payload {
+        Payload::Grey(image) => {
+            let row = encode_grey(image, options, &origin)?;
+            let bytes_in = row.image.len() as u64;
+            return Ok((
+                Row {
+                    index,
+                    label,
+                    ..row
+                },
+                bytes_in,
+            ));
+        }
         Payload::Pixels(image) => (image, None),
         Payload::Render(render) => (render(), None),
         Payload::Bytes(bytes) => decode(bytes, &origin, options.max_pixels).map_err(fail)?,
@@ -87,6 +101,42 @@ pub(crate) fn encode(record: Record, options: &EncodeOptions) -> Result<(Row, u6
         encoding,
     };
     Ok((row, bytes_in))
+}
+
+/// A grey image stays one channel: raw grey rows (a third of RGB), or a grey JPEG when asked
+/// for JPEG or too large for `auto`'s raw limit.
+fn encode_grey(image: GrayImage, options: &EncodeOptions, origin: &str) -> Result<Row, Failure> {
+    let resized = match options.max_side {
+        Some(side) => fit_max_side_grey(image, side),
+        None => image,
+    };
+    let (width, height) = resized.dimensions();
+    let as_jpeg = match options.mode {
+        EncodingMode::Jpeg => true,
+        EncodingMode::Auto => resized.as_raw().len() > DEFAULT_AUTO_RAW_MAX_BYTES,
+        EncodingMode::Raw | EncodingMode::Keep => false,
+    };
+    let (image, encoding) = match as_jpeg {
+        true => {
+            let bytes = encode_jpeg(&resized, options.quality).map_err(|source| Failure {
+                origin: origin.to_string(),
+                error: Box::new(PackError::Image {
+                    origin: origin.to_string(),
+                    error: source,
+                }),
+            })?;
+            (bytes, Encoding::Jpeg)
+        }
+        false => (resized.into_raw(), Encoding::Gray),
+    };
+    Ok(Row {
+        index: 0,
+        label: 0,
+        image,
+        height: height as u16,
+        width: width as u16,
+        encoding,
+    })
 }
 
 type Decoded = (RgbImage, Option<(Vec<u8>, Encoding)>);

@@ -12,7 +12,9 @@ mod encode;
 pub mod folder;
 pub mod hf_disk;
 pub mod hf_parquet;
+pub mod idx;
 pub mod shapes;
+mod staging;
 pub mod stl;
 mod writer;
 
@@ -33,6 +35,7 @@ pub use config::{
     WriteArgs, DEFAULT_AUTO_RAW_MAX_BYTES, DEFAULT_GROUP_BYTES, DEFAULT_MAX_PIXELS,
     DEFAULT_QUALITY, DEFAULT_SHARD_BYTES,
 };
+use staging::Staging;
 
 /// Records encoded per parallel chunk: bounds memory to a few chunks of images.
 const CHUNK: usize = 512;
@@ -93,6 +96,8 @@ pub struct Record {
 pub enum Payload {
     /// Already decoded (binary formats).
     Pixels(RgbImage),
+    /// Single-channel pixels (IDX), stored grey.
+    Grey(image::GrayImage),
     /// Pixels made on the encoding worker (generated data), so generation runs in parallel.
     Render(Box<dyn FnOnce() -> RgbImage + Send>),
     /// Encoded JPEG/PNG bytes held in memory (Parquet inputs).
@@ -194,7 +199,27 @@ pub fn open_source(cfg: &PackConfig) -> Result<Source, PackError> {
             cfg.image_column.as_deref(),
             cfg.label_column.as_deref(),
         ),
+        SourceFormat::Idx => idx::open(src),
         SourceFormat::BuiltinShapes => Ok(shapes::source(cfg.seed, cfg.shapes_per_class)),
+    }
+}
+
+/// A dataset this tool packed is not a source: read as Parquet files it would merge its splits
+/// into one and lose its class names.
+fn refuse_packed_source(source: &Path) -> Result<(), PackError> {
+    let manifest = source.join(crate::shard::manifest::MANIFEST_FILE);
+    let ours = std::fs::read_to_string(&manifest).is_ok_and(|text| {
+        serde_json::from_str::<serde_json::Value>(&text)
+            .is_ok_and(|v| v.get("format_version").is_some() && v.get("splits").is_some())
+    });
+    match ours {
+        false => Ok(()),
+        true => Err(PackError::source(
+            source,
+            "is already a dataset packed by ssl-pack (it has manifest.json): train on it \
+             directly (--data DIR); to store it another way, `ssl-pack export --to hf DIR OUT` \
+             and pack OUT",
+        )),
     }
 }
 
@@ -224,6 +249,9 @@ pub fn detect_format(path: &Path) -> Result<SourceFormat, PackError> {
     if stl::find_dir(path).is_some() {
         return Ok(SourceFormat::Stl10Bin);
     }
+    if idx::is_idx_dir(path) {
+        return Ok(SourceFormat::Idx);
+    }
     if hf_disk::is_save_to_disk(path) {
         return Ok(SourceFormat::HfDisk);
     }
@@ -236,6 +264,7 @@ pub fn detect_format(path: &Path) -> Result<SourceFormat, PackError> {
 /// Packs `cfg.source` into `cfg.out`. See the module doc for the write protocol.
 pub fn write_dataset(cfg: &PackConfig) -> Result<PackSummary, PackError> {
     validate(cfg)?;
+    refuse_packed_source(&cfg.source)?;
     check_output(&cfg.out, cfg.overwrite)?;
     let mut source = open_source(cfg)?;
     select_splits(&mut source, &cfg.splits)?;
@@ -247,6 +276,22 @@ pub fn write_dataset(cfg: &PackConfig) -> Result<PackSummary, PackError> {
     for split in source.splits.drain(..) {
         let name = split.name.clone();
         let info = pack_split(cfg, split, staging.path(), &mut totals, &mut max_label)?;
+        if info.rows == 0 {
+            // An empty split would pass as a dataset and fail (or mislead) later, far from here.
+            let skipped = match info.skipped.first() {
+                Some(first) => format!(
+                    "; all {} images were skipped as unreadable, the first {}: {}",
+                    info.skipped.len(),
+                    first.file,
+                    first.error
+                ),
+                None => String::new(),
+            };
+            return Err(PackError::source(
+                &cfg.source,
+                format!("split `{name}` has no images to pack{skipped}"),
+            ));
+        }
         splits.insert(name, info);
     }
     let classes = source
@@ -462,67 +507,6 @@ fn progress_bar(split: &str, len: usize) -> ProgressBar {
     );
     bar.set_prefix(split.to_string());
     bar
-}
-
-/// The directory a dataset is written into before it is renamed to its final name.
-/// Dropped without `commit`, it removes itself, so errors and panics leave nothing behind.
-struct Staging {
-    path: PathBuf,
-    committed: bool,
-}
-
-impl Staging {
-    fn create(out: &Path) -> Result<Self, PackError> {
-        let name = out
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "dataset".into());
-        let parent = out
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        fs::create_dir_all(parent).map_err(PackError::io(parent))?;
-        let path = parent.join(format!(".{name}.partial-{}", std::process::id()));
-        if path.exists() {
-            fs::remove_dir_all(&path).map_err(PackError::io(&path))?;
-        }
-        fs::create_dir(&path).map_err(PackError::io(&path))?;
-        Ok(Self {
-            path,
-            committed: false,
-        })
-    }
-
-    fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Moves the finished dataset to `out`, replacing what `check_output` allowed to replace.
-    fn commit(mut self, out: &Path) -> Result<(), PackError> {
-        if out.exists() {
-            let old = self.path.with_extension("old");
-            fs::rename(out, &old).map_err(PackError::io(out))?;
-            if let Err(e) = fs::rename(&self.path, out) {
-                // Put the old dataset back rather than leave `out` empty.
-                let _ = fs::rename(&old, out);
-                return Err(PackError::io(out)(e));
-            }
-            // The new dataset is in place; a leftover copy of the old one is only clutter.
-            let _ = fs::remove_dir_all(&old);
-        } else {
-            fs::rename(&self.path, out).map_err(PackError::io(out))?;
-        }
-        self.committed = true;
-        Ok(())
-    }
-}
-
-impl Drop for Staging {
-    fn drop(&mut self) {
-        if !self.committed {
-            let _ = fs::remove_dir_all(&self.path);
-        }
-    }
 }
 
 /// A record that could not be encoded, with its origin kept for the skip list.

@@ -19,6 +19,8 @@ pub enum Encoding {
     Raw = 0,
     Jpeg = 1,
     Png = 2,
+    /// Grey u8, row-major, exactly `height * width` bytes; read back as RGB (the value thrice).
+    Gray = 3,
 }
 
 impl Encoding {
@@ -27,6 +29,7 @@ impl Encoding {
             0 => Some(Self::Raw),
             1 => Some(Self::Jpeg),
             2 => Some(Self::Png),
+            3 => Some(Self::Gray),
             _ => None,
         }
     }
@@ -36,6 +39,7 @@ impl Encoding {
             Self::Raw => "raw",
             Self::Jpeg => "jpeg",
             Self::Png => "png",
+            Self::Gray => "gray",
         }
     }
 }
@@ -69,7 +73,9 @@ pub enum CodecError {
     },
     #[error("corrupt or truncated jpeg: {0}")]
     CorruptJpeg(String),
-    #[error("raw image has {found} bytes, expected {expected} for {width}x{height}x3")]
+    #[error("corrupt image: {0}")]
+    DecoderPanic(String),
+    #[error("raw image has {found} bytes, expected {expected} for {width}x{height}")]
     RawSize {
         found: usize,
         expected: usize,
@@ -135,17 +141,76 @@ pub fn decode_source(
             (format, None, name)
         }
     };
+    if encoding == Some(Encoding::Jpeg) {
+        let mut pixels = Vec::new();
+        let (width, height) = decode_jpeg_into(bytes, max_pixels, None, &mut pixels)?;
+        let image = RgbImage::from_raw(width, height, pixels).expect("decoded to w * h * 3");
+        return Ok((image, encoding));
+    }
     let corrupt = |source| CodecError::Corrupt {
         format: name,
         error: source,
     };
+    super::contain::contain(|| decode_with_image(bytes, format, max_pixels, corrupt))
+        .map_err(CodecError::DecoderPanic)?
+        .map(|image| (image, encoding))
+}
+
+fn decode_with_image(
+    bytes: &[u8],
+    format: ImageFormat,
+    max_pixels: u64,
+    corrupt: impl Fn(image::ImageError) -> CodecError,
+) -> Result<RgbImage, CodecError> {
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
     reader.no_limits();
-    let decoder = reader.into_decoder().map_err(corrupt)?;
+    let decoder = reader.into_decoder().map_err(&corrupt)?;
     let (width, height) = decoder.dimensions();
     check_size(width, height, max_pixels)?;
     let image = image::DynamicImage::from_decoder(decoder).map_err(corrupt)?;
-    Ok((image.to_rgb8(), encoding))
+    Ok(image.to_rgb8())
+}
+
+/// The one JPEG decoder of `ssl-pack`, `verify` and the loader, so that a file that packs and
+/// verifies also trains: zune-jpeg in strict mode (a truncated or malformed file is an error,
+/// as Pillow refuses a truncated one, never a picture padded with grey), sides up to 65,535
+/// (what a row can record), `max_pixels` checked from the header before any pixel is decoded,
+/// and the decoder's own panics contained. `expect` is the size the row recorded. Decodes to
+/// RGB8 (grey and CMYK files converted) into `out`; returns the size.
+pub fn decode_jpeg_into(
+    bytes: &[u8],
+    max_pixels: u64,
+    expect: Option<(u32, u32)>,
+    out: &mut Vec<u8>,
+) -> Result<(u32, u32), CodecError> {
+    use zune_core::{colorspace::ColorSpace, options::DecoderOptions};
+    let options = DecoderOptions::default()
+        .jpeg_set_out_colorspace(ColorSpace::RGB)
+        .set_strict_mode(true)
+        .set_max_width(usize::from(u16::MAX))
+        .set_max_height(usize::from(u16::MAX));
+    let corrupt = |e: zune_jpeg::errors::DecodeErrors| CodecError::CorruptJpeg(e.to_string());
+    let decode = || -> Result<(u32, u32), CodecError> {
+        let mut decoder = zune_jpeg::JpegDecoder::new_with_options(Cursor::new(bytes), options);
+        decoder.decode_headers().map_err(corrupt)?;
+        let info = decoder
+            .info()
+            .ok_or_else(|| CodecError::CorruptJpeg("no frame header".into()))?;
+        let (width, height) = (u32::from(info.width), u32::from(info.height));
+        check_size(width, height, max_pixels)?;
+        if let Some((w, h)) = expect.filter(|&e| e != (width, height)) {
+            return Err(CodecError::SizeMismatch {
+                found_w: width,
+                found_h: height,
+                width: w as u16,
+                height: h as u16,
+            });
+        }
+        out.resize(width as usize * height as usize * 3, 0);
+        decoder.decode_into(out).map_err(corrupt)?;
+        Ok((width, height))
+    };
+    super::contain::contain(decode).map_err(CodecError::DecoderPanic)?
 }
 
 fn check_size(width: u32, height: u32, max_pixels: u64) -> Result<(), CodecError> {
@@ -185,6 +250,19 @@ pub fn decode_stored(
             RgbImage::from_raw(width.into(), height.into(), bytes.to_vec())
                 .expect("length checked above")
         }
+        Encoding::Gray => {
+            let expected = usize::from(width) * usize::from(height);
+            if bytes.len() != expected {
+                return Err(CodecError::RawSize {
+                    found: bytes.len(),
+                    expected,
+                    width,
+                    height,
+                });
+            }
+            RgbImage::from_raw(width.into(), height.into(), grey_to_rgb(bytes))
+                .expect("length checked above")
+        }
         Encoding::Jpeg | Encoding::Png => decode_source(bytes, u64::MAX)?.0,
     };
     if image.width() != u32::from(width) || image.height() != u32::from(height) {
@@ -198,8 +276,19 @@ pub fn decode_stored(
     Ok(image)
 }
 
-/// Encodes RGB8 as a baseline JPEG with 4:2:0 chroma, as Pillow and FFCV do by default.
-pub fn encode_jpeg(image: &RgbImage, quality: u8) -> Result<Vec<u8>, CodecError> {
+/// Grey bytes as RGB8, each value three times.
+pub fn grey_to_rgb(grey: &[u8]) -> Vec<u8> {
+    grey.iter().flat_map(|&v| [v, v, v]).collect()
+}
+
+/// Encodes RGB8 (or grey) as a baseline JPEG with 4:2:0 chroma, as Pillow and FFCV do by default.
+pub fn encode_jpeg<P>(
+    image: &image::ImageBuffer<P, Vec<u8>>,
+    quality: u8,
+) -> Result<Vec<u8>, CodecError>
+where
+    P: image::Pixel<Subpixel = u8> + image::PixelWithColorType,
+{
     let mut out = Vec::with_capacity(image.as_raw().len() / 8 + 1024);
     let encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, quality);
     image
@@ -211,21 +300,33 @@ pub fn encode_jpeg(image: &RgbImage, quality: u8) -> Result<Vec<u8>, CodecError>
 /// Downscales so the longer side is at most `max_side`, with an area (box) filter; never upscales.
 pub fn fit_max_side(image: RgbImage, max_side: u32) -> RgbImage {
     let (w, h) = image.dimensions();
+    let (new_w, new_h, pixels) = fit(w, h, image.into_raw(), PixelType::U8x3, max_side);
+    RgbImage::from_raw(new_w, new_h, pixels).expect("buffer is new_w*new_h*3")
+}
+
+/// [`fit_max_side`] for grey images.
+pub fn fit_max_side_grey(image: image::GrayImage, max_side: u32) -> image::GrayImage {
+    let (w, h) = image.dimensions();
+    let (new_w, new_h, pixels) = fit(w, h, image.into_raw(), PixelType::U8, max_side);
+    image::GrayImage::from_raw(new_w, new_h, pixels).expect("buffer is new_w*new_h")
+}
+
+fn fit(w: u32, h: u32, pixels: Vec<u8>, kind: PixelType, max_side: u32) -> (u32, u32, Vec<u8>) {
     let longer = w.max(h);
     if longer <= max_side {
-        return image;
+        return (w, h, pixels);
     }
     let scale = f64::from(max_side) / f64::from(longer);
     let new_w = ((f64::from(w) * scale).round() as u32).clamp(1, max_side);
     let new_h = ((f64::from(h) * scale).round() as u32).clamp(1, max_side);
-    let src = FirImage::from_vec_u8(w, h, image.into_raw(), PixelType::U8x3)
-        .expect("buffer is w*h*3 by construction");
-    let mut dst = FirImage::new(new_w, new_h, PixelType::U8x3);
+    let src =
+        FirImage::from_vec_u8(w, h, pixels, kind).expect("buffer matches w*h by construction");
+    let mut dst = FirImage::new(new_w, new_h, kind);
     let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Box));
     Resizer::new()
         .resize(&src, &mut dst, &options)
         .expect("same pixel type on both sides");
-    RgbImage::from_raw(new_w, new_h, dst.into_vec()).expect("buffer is new_w*new_h*3")
+    (new_w, new_h, dst.into_vec())
 }
 
 #[cfg(test)]

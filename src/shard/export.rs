@@ -125,7 +125,10 @@ impl std::fmt::Display for ExportSummary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let rows: u64 = self.splits.iter().map(|s| s.rows).sum();
         let files: usize = self.splits.iter().map(|s| s.files.len()).sum();
-        let bytes: u64 = self.splits.iter().map(|s| s.bytes).sum();
+        let bytes = self
+            .splits
+            .iter()
+            .fold(0u64, |a, s| a.saturating_add(s.bytes));
         writeln!(
             f,
             "exported {rows} rows in {:.2}s ({:.0} rows/s): {files} files, {:.1} MB -> {}",
@@ -267,6 +270,19 @@ fn convert(row: RowRef<'_>, classes: usize) -> Result<HfRow, String> {
             let pixels = decode_stored(row.image, row.encoding, row.width, row.height)
                 .map_err(|e| e.to_string())?;
             (encode_png(&pixels)?, true)
+        }
+        Encoding::Gray => {
+            let grey =
+                image::GrayImage::from_raw(row.width.into(), row.height.into(), row.image.to_vec())
+                    .ok_or_else(|| {
+                        format!(
+                            "grey row has {} bytes, expected {}x{}",
+                            row.image.len(),
+                            row.width,
+                            row.height
+                        )
+                    })?;
+            (encode_png(&grey)?, true)
         }
         // Checked because these bytes are published as they are, undecoded.
         stored if sniff(row.image) == Some(stored) => (row.image.to_vec(), false),

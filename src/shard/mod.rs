@@ -2,6 +2,7 @@
 //! shard reader shared by `ssl-pack verify`, the loader and the evaluator.
 
 pub mod codec;
+pub mod contain;
 pub mod export;
 pub mod manifest;
 pub mod reader;

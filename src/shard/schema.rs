@@ -173,7 +173,9 @@ impl RowGroup {
         let encoding = Encoding::from_code(code).ok_or_else(|| ShardError::Row {
             file: origin.to_string(),
             row: i,
-            problem: format!("unknown encoding {code}, expected 0 (raw), 1 (jpeg) or 2 (png)"),
+            problem: format!(
+                "unknown encoding {code}, expected 0 (raw), 1 (jpeg), 2 (png) or 3 (gray)"
+            ),
         })?;
         Ok(RowRef {
             index: self.index.value(i),

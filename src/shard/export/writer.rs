@@ -10,7 +10,6 @@ use std::sync::Arc;
 use arrow_array::{ArrayRef, BinaryArray, Int64Array, RecordBatch, StringArray, StructArray};
 use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef};
 use image::codecs::png::{CompressionType, FilterType, PngEncoder};
-use image::RgbImage;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, Encoding as ParquetEncoding};
 use parquet::file::metadata::KeyValue;
@@ -93,7 +92,11 @@ pub(super) struct HfRow {
 
 /// Lossless PNG at the `png` crate's balanced level: on CIFAR-10 1.6% smaller than Pillow's
 /// default (what `datasets` writes when it encodes arrays), so nothing is gained by going slower.
-pub(super) fn encode_png(image: &RgbImage) -> Result<Vec<u8>, String> {
+/// Grey images stay one channel (PIL mode "L", as torchvision's MNIST gives them).
+pub(super) fn encode_png<P>(image: &image::ImageBuffer<P, Vec<u8>>) -> Result<Vec<u8>, String>
+where
+    P: image::Pixel<Subpixel = u8> + image::PixelWithColorType,
+{
     let mut out = Vec::with_capacity(image.as_raw().len() / 2 + 128);
     let encoder =
         PngEncoder::new_with_quality(&mut out, CompressionType::Default, FilterType::Adaptive);
