@@ -19,6 +19,81 @@ pub enum ConfigError {
     Invalid { origin: String, message: String },
     #[error("--set {0}: expected key=value, e.g. --set views=4x16")]
     BadSet(String),
+    /// A value of the right type outside what its key allows.
+    #[error("`{key}` = {value}: {allowed}")]
+    OutOfRange {
+        key: String,
+        value: String,
+        allowed: String,
+    },
+}
+
+/// The range checks config types run once, where they are read, so that a bad value is named
+/// by its key instead of failing (or silently misbehaving) deep inside a worker.
+pub mod check {
+    use super::ConfigError;
+
+    fn refuse(key: &str, value: impl std::fmt::Display, allowed: &str) -> ConfigError {
+        ConfigError::OutOfRange {
+            key: key.into(),
+            value: value.to_string(),
+            allowed: allowed.into(),
+        }
+    }
+
+    /// An `f32` as the `f64` its shortest text reads as, so errors show `0.1`, not
+    /// `0.10000000149011612`.
+    pub fn wide(x: f32) -> f64 {
+        x.to_string().parse().unwrap_or(f64::NAN)
+    }
+
+    /// `lo <= v <= hi`, finite.
+    pub fn within(key: &str, v: f64, lo: f64, hi: f64) -> Result<(), ConfigError> {
+        match v.is_finite() && (lo..=hi).contains(&v) {
+            true => Ok(()),
+            false => Err(refuse(key, v, &format!("must be in [{lo}, {hi}]"))),
+        }
+    }
+
+    /// `v > 0`, finite.
+    pub fn positive(key: &str, v: f64) -> Result<(), ConfigError> {
+        match v.is_finite() && v > 0.0 {
+            true => Ok(()),
+            false => Err(refuse(key, v, "must be a finite number above 0")),
+        }
+    }
+
+    /// `v >= 0`, finite.
+    pub fn non_negative(key: &str, v: f64) -> Result<(), ConfigError> {
+        match v.is_finite() && v >= 0.0 {
+            true => Ok(()),
+            false => Err(refuse(key, v, "must be a finite number, 0 or above")),
+        }
+    }
+
+    /// An integer count of at least `lo`.
+    pub fn at_least(key: &str, v: u64, lo: u64) -> Result<(), ConfigError> {
+        match v >= lo {
+            true => Ok(()),
+            false => Err(refuse(key, v, &format!("must be at least {lo}"))),
+        }
+    }
+
+    /// A range `[a, b]` with `0 < a <= b` (`0 <= a` when `zero_ok`), both finite.
+    pub fn range(key: &str, (a, b): (f64, f64), zero_ok: bool) -> Result<(), ConfigError> {
+        let low_ok = if zero_ok { a >= 0.0 } else { a > 0.0 };
+        match a.is_finite() && b.is_finite() && low_ok && a <= b {
+            true => Ok(()),
+            false => Err(refuse(
+                key,
+                format!("[{a}, {b}]"),
+                &format!(
+                    "must be [lo, hi] with {} lo <= hi, both finite",
+                    if zero_ok { "0 <=" } else { "0 <" }
+                ),
+            )),
+        }
+    }
 }
 
 /// Applies `key=value` overrides to an existing config (see [`load`]); errors name it the
@@ -110,8 +185,14 @@ fn apply_to_table<T: Serialize + DeserializeOwned>(
 fn apply_set(table: &mut toml::Table, set: &str) -> Result<(), ConfigError> {
     let bad = || ConfigError::BadSet(set.to_string());
     let (key, value) = set.split_once('=').ok_or_else(bad)?;
+    // TOML reads `0x32` as the integer 50; nobody means hexadecimal on a command line, and
+    // `views=0x32` is a view spec (zero views), so such values stay text for their key to judge.
+    let radix = ["0x", "0o", "0b", "+0x", "-0x"]
+        .iter()
+        .any(|p| value.trim().to_ascii_lowercase().starts_with(p));
     let value = toml::from_str::<toml::Table>(&format!("v = {value}"))
         .ok()
+        .filter(|_| !radix)
         .and_then(|mut t| t.remove("v"))
         .unwrap_or_else(|| toml::Value::String(value.to_string()));
     let mut parts: Vec<&str> = key.trim().split('.').collect();
@@ -189,5 +270,21 @@ mod tests {
         }
         let text = toml::to_string(&cfg).unwrap();
         assert_eq!(from_toml::<Outer>(&text, "t").unwrap(), cfg, "round-trips");
+    }
+
+    #[test]
+    fn radix_literals_stay_text_and_ranges_name_the_key() {
+        let cfg: Outer = load(None, &["views=0x32".into()]).unwrap();
+        assert_eq!(cfg.views, "0x32", "not the integer 50");
+        let err = load::<Outer>(None, &["lr=0x10".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("lr"), "{err}");
+        let err = check::positive("lr", -1.0).unwrap_err().to_string();
+        assert_eq!(err, "`lr` = -1: must be a finite number above 0");
+        assert!(check::range("augment.ratio", (2.0, 1.0), false).is_err());
+        assert!(check::range("augment.ratio", (0.0, 1.0), false).is_err());
+        assert!(check::range("augment.blur_sigma", (0.1, 2.0), false).is_ok());
+        assert!(check::within("augment.flip_p", f64::NAN, 0.0, 1.0).is_err());
     }
 }

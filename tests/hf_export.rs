@@ -286,6 +286,7 @@ fn without_class_names_label_is_a_plain_int64_and_an_empty_split_gets_a_file() {
     tampered(&small_cifar(10, 5), &data, |m| {
         m["classes"] = json!([]);
         m["splits"]["test"]["rows"] = json!(0);
+        m["splits"]["test"]["per_class"] = json!([]);
         m["splits"]["test"]["shards"] = json!([]);
     });
     let out = tmp.path().join("hf");
@@ -397,10 +398,18 @@ fn refuses_bad_outputs_split_names_and_corrupt_shards() {
 
     let dashed = tmp.path().join("dashed");
     tampered(&data, &dashed, |m| {
-        let test = m["splits"]["test"].take();
+        let mut test = m["splits"]["test"].take();
+        for shard in test["shards"].as_array_mut().unwrap() {
+            let file = shard["file"]
+                .as_str()
+                .unwrap()
+                .replacen("test/", "my-test/", 1);
+            shard["file"] = file.into();
+        }
         m["splits"].as_object_mut().unwrap().remove("test");
         m["splits"]["my-test"] = test;
     });
+    std::fs::rename(dashed.join("test"), dashed.join("my-test")).unwrap();
     let err = export_err(&dashed, &tmp.path().join("x"), &[]);
     assert!(
         err.contains("split `my-test` cannot be a Hugging Face split name"),

@@ -50,6 +50,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    sslfast::cli::quiet_on_closed_pipe();
     sslfast::allocator::keep_freed_memory();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,

@@ -49,6 +49,7 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    sslfast::cli::quiet_on_closed_pipe();
     sslfast::allocator::keep_freed_memory();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
@@ -60,7 +61,10 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let command: Vec<String> = std::env::args().collect();
+    // Lossy: the record of the command must not stop a run whose arguments are not UTF-8.
+    let command: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
     println!("{}", command.join(" "));
     let run = Run::resolve(RunArgs {
         config: cli.config,

@@ -26,12 +26,35 @@ impl KnnMonitor {
         }
         let data = &run.data;
         let manifest = crate::shard::Manifest::load(data)?;
-        let labelled = manifest
-            .splits
-            .get(&cfg.eval_split)
-            .is_some_and(|s| s.unlabeled < s.rows);
-        if !labelled {
-            return Ok(None);
+        let problem = match manifest.splits.get(&cfg.eval_split) {
+            None => Some(format!(
+                "has no split `{}` (it has {})",
+                cfg.eval_split,
+                manifest
+                    .splits
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+            Some(s) if s.unlabeled >= s.rows => {
+                Some(format!("split `{}` has no labels", cfg.eval_split))
+            }
+            Some(_) => None,
+        };
+        if let Some(problem) = problem {
+            let message = format!(
+                "{}: {problem}, so the kNN monitor cannot score it; name a labelled split with \
+                 --set eval_split=NAME, or turn the monitor off with --set eval_split=\"\"",
+                data.display()
+            );
+            // The default names `test`; a dataset without one (an image folder of classes
+            // only) still trains, with a word. A split the user named must exist.
+            if cfg.eval_split == TrainConfig::default().eval_split {
+                eprintln!("ssl-train: kNN monitor off: {message}");
+                return Ok(None);
+            }
+            return Err(LoaderError::Config(message));
         }
         let split = &cfg.loader.split;
         let side = match cfg.eval_size {

@@ -6,6 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use super::augment::AugmentConfig;
 use super::sampler::{Order, DEFAULT_SHUFFLE_BUFFER};
+use super::{LoaderError, ViewSpec};
+use crate::config::{check, ConfigError};
 
 /// The paper's CIFAR views: two 32px views over the torchvision scale range.
 pub const DEFAULT_VIEWS: &str = "2x32:0.08-1";
@@ -63,6 +65,35 @@ pub struct LoaderConfig {
     /// then read once more per process, the first time a worker touches them.
     pub verify_checksums: bool,
     pub augment: AugmentConfig,
+}
+
+impl LoaderConfig {
+    /// Every value in range, each error naming its key (the views are checked as they parse).
+    pub fn check(&self) -> Result<(), LoaderError> {
+        let check = || -> Result<(), ConfigError> {
+            check::at_least("batch_size", self.batch_size as u64, 1)?;
+            check::at_least("prefetch", self.prefetch as u64, 1)?;
+            check::at_least("world", self.world as u64, 1)?;
+            if !(self.fraction > 0.0 && self.fraction <= 1.0) {
+                return Err(ConfigError::OutOfRange {
+                    key: "fraction".into(),
+                    value: self.fraction.to_string(),
+                    allowed: "must be in (0, 1]".into(),
+                });
+            }
+            if self.rank >= self.world {
+                return Err(ConfigError::OutOfRange {
+                    key: "rank".into(),
+                    value: self.rank.to_string(),
+                    allowed: format!("must be below world ({})", self.world),
+                });
+            }
+            self.augment.check()
+        };
+        check().map_err(|e| LoaderError::Config(e.to_string()))?;
+        self.views.parse::<ViewSpec>()?;
+        Ok(())
+    }
 }
 
 impl Default for LoaderConfig {

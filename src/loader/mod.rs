@@ -244,6 +244,7 @@ impl LoaderBuilder {
 
     /// Opens the dataset (decoding it when it is cached) and checks every option.
     pub fn build(self) -> Result<Loader, LoaderError> {
+        self.config.check()?;
         let LoaderConfig {
             data,
             split,
@@ -264,17 +265,6 @@ impl LoaderBuilder {
             augment,
         } = self.config;
         let bad = |m: String| Err(LoaderError::Config(m));
-        if batch_size == 0 {
-            return bad("batch_size must be at least 1".into());
-        }
-        if !(fraction > 0.0 && fraction <= 1.0) {
-            return bad(format!("fraction must be in (0, 1], is {fraction}"));
-        }
-        if world == 0 || rank >= world {
-            return bad(format!(
-                "rank {rank} of world {world}: need 0 <= rank < world"
-            ));
-        }
         let spec: ViewSpec = views.parse()?;
         let reader = ShardReader::open(&data)?;
         let dataset = Dataset::open(

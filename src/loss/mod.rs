@@ -59,6 +59,17 @@ impl Default for LossConfig {
 }
 
 impl LossConfig {
+    /// λ (when set) and the VICReg weights in range, each error naming its key.
+    pub fn check(&self) -> std::result::Result<(), crate::config::ConfigError> {
+        use crate::config::check;
+        if let Some(lambda) = self.lambda {
+            check::non_negative("lambda", lambda)?;
+        }
+        check::non_negative("vicreg_invariance", self.vicreg_invariance)?;
+        check::non_negative("vicreg_variance", self.vicreg_variance)?;
+        check::non_negative("vicreg_covariance", self.vicreg_covariance)
+    }
+
     /// λ for Barlow Twins on a `pdim`-wide projector: the configured one or 1/pdim.
     pub fn lambda(&self, pdim: usize) -> f64 {
         self.lambda.unwrap_or(1.0 / pdim as f64)

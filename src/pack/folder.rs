@@ -132,15 +132,35 @@ fn resolve_layout(
     if layout != FolderLayout::Auto {
         return Ok(layout);
     }
+    let split_names = top.iter().all(|(name, _)| is_split_name(name));
     let mut only_folders = true;
     for (_, dir) in top {
-        only_folders &= is_split_dir(dir)?;
+        match first_image_beside_folders(dir)? {
+            // Split names over folders of classes, with an image among them: one stray file
+            // must not turn every split into a class.
+            Some(stray) if split_names => {
+                return Err(PackError::source(
+                    root,
+                    format!(
+                        "ambiguous layout: its folders are named as splits ({}) and hold class \
+                         folders, but {} is an image beside them; move it into a class folder, \
+                         or pass --layout flat to read the top folders as classes",
+                        top.iter()
+                            .map(|(n, _)| n.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        stray.display()
+                    ),
+                ))
+            }
+            Some(_) => only_folders = false,
+            None => only_folders &= has_subdir(dir)?,
+        }
     }
     if !only_folders {
         return Ok(FolderLayout::Flat);
     }
-    let is_split_name = |n: &str| SPLIT_NAMES.iter().any(|s| n.eq_ignore_ascii_case(s));
-    if top.iter().all(|(name, _)| is_split_name(name)) {
+    if split_names {
         return Ok(FolderLayout::Splits);
     }
     let names: Vec<&str> = top.iter().take(3).map(|(n, _)| n.as_str()).collect();
@@ -157,33 +177,59 @@ fn resolve_layout(
     ))
 }
 
+/// Whether a folder's name is one `--layout auto` (and the Parquet reader) takes for a split.
+pub(super) fn is_split_name(name: &str) -> bool {
+    SPLIT_NAMES.iter().any(|s| name.eq_ignore_ascii_case(s))
+}
+
+/// A name as UTF-8, or an error naming the path: class and split names become labels' names, and
+/// two names that differ only in bytes that are not UTF-8 must not merge into one class.
+fn utf8_name(entry: &fs::DirEntry) -> Result<String, PackError> {
+    entry.file_name().into_string().map_err(|_| {
+        PackError::source(
+            entry.path(),
+            "folder name is not valid UTF-8, so it cannot name a class or split; rename it",
+        )
+    })
+}
+
+/// What an entry is once symlinks are followed; `None` for a dangling link.
+fn kind(path: &Path) -> Option<fs::FileType> {
+    fs::metadata(path).ok().map(|m| m.file_type())
+}
+
 /// Sub-directories of `dir` (hidden ones left out), sorted by name.
 fn subdirs(dir: &Path) -> Result<Vec<(String, PathBuf)>, PackError> {
     let mut out = Vec::new();
     for entry in fs::read_dir(dir).map_err(PackError::io(dir))? {
         let entry = entry.map_err(PackError::io(dir))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
         let path = entry.path();
-        if !name.starts_with('.') && path.is_dir() {
-            out.push((name, path));
+        if entry.file_name().as_encoded_bytes().starts_with(b".") {
+            continue;
+        }
+        if kind(&path).is_some_and(|k| k.is_dir()) {
+            out.push((utf8_name(&entry)?, path));
         }
     }
     out.sort();
     Ok(out)
 }
 
-/// A split directory holds class directories and no images of its own.
-fn is_split_dir(dir: &Path) -> Result<bool, PackError> {
-    let mut has_subdir = false;
+/// An image file directly in `dir`, if any (a split directory holds none).
+fn first_image_beside_folders(dir: &Path) -> Result<Option<PathBuf>, PackError> {
+    let mut images: Vec<PathBuf> = Vec::new();
     for entry in fs::read_dir(dir).map_err(PackError::io(dir))? {
         let path = entry.map_err(PackError::io(dir))?.path();
-        if path.is_dir() {
-            has_subdir = true;
-        } else if is_image(&path) {
-            return Ok(false);
+        if is_image(&path) && kind(&path).is_some_and(|k| k.is_file()) {
+            images.push(path);
         }
     }
-    Ok(has_subdir)
+    images.sort();
+    Ok(images.into_iter().next())
+}
+
+fn has_subdir(dir: &Path) -> Result<bool, PackError> {
+    Ok(!subdirs(dir)?.is_empty())
 }
 
 fn is_image(path: &Path) -> bool {
@@ -192,31 +238,61 @@ fn is_image(path: &Path) -> bool {
         .is_some_and(|e| EXTENSIONS.iter().any(|x| e.eq_ignore_ascii_case(x)))
 }
 
-/// Images under `dir`, recursively, as torchvision walks class folders; other files are counted.
+/// Images under `dir`, recursively, as torchvision walks class folders (symlinks followed); other
+/// files are counted. Only regular files are read (a FIFO named `x.jpg` would block the reader
+/// forever), and a link back to a folder being walked is refused, not followed round in a loop.
 fn list_images(
     dir: &Path,
     out: &mut Vec<PathBuf>,
     not_images: &mut NotImages,
 ) -> Result<(), PackError> {
+    let mut walking = Vec::new();
+    walk_images(dir, out, not_images, &mut walking)
+}
+
+fn walk_images(
+    dir: &Path,
+    out: &mut Vec<PathBuf>,
+    not_images: &mut NotImages,
+    walking: &mut Vec<PathBuf>,
+) -> Result<(), PackError> {
+    let real = fs::canonicalize(dir).map_err(PackError::io(dir))?;
+    if walking.contains(&real) {
+        return Err(PackError::source(
+            dir,
+            format!(
+                "a symlink loop: this folder is {}, which is already being read; remove the link",
+                real.display()
+            ),
+        ));
+    }
+    walking.push(real);
     for entry in fs::read_dir(dir).map_err(PackError::io(dir))? {
         let entry = entry.map_err(PackError::io(dir))?;
         let path = entry.path();
-        if path.is_dir() {
-            if !entry.file_name().to_string_lossy().starts_with('.') {
-                list_images(&path, out, not_images)?;
+        let hidden = entry.file_name().as_encoded_bytes().starts_with(b".");
+        let kind = kind(&path);
+        let key = match kind {
+            Some(k) if k.is_dir() => {
+                if !hidden {
+                    walk_images(&path, out, not_images, walking)?;
+                }
+                continue;
             }
-        } else if is_image(&path) && !entry.file_name().to_string_lossy().starts_with('.') {
-            out.push(path);
-        } else {
+            Some(k) if k.is_file() && is_image(&path) && !hidden => {
+                out.push(path);
+                continue;
+            }
             // Hidden files (`._x.jpg` from macOS, `.DS_Store`) are never images worth packing.
-            let key = match entry.file_name().to_string_lossy().starts_with('.') {
-                true => "(hidden)".to_string(),
-                false => path
-                    .extension()
-                    .map_or(String::new(), |e| e.to_string_lossy().to_lowercase()),
-            };
-            *not_images.entry(key).or_default() += 1;
-        }
+            _ if hidden => "(hidden)".to_string(),
+            Some(k) if !k.is_file() => "(not a regular file)".to_string(),
+            None => "(broken link)".to_string(),
+            _ => path
+                .extension()
+                .map_or(String::new(), |e| e.to_string_lossy().to_lowercase()),
+        };
+        *not_images.entry(key).or_default() += 1;
     }
+    walking.pop();
     Ok(())
 }

@@ -56,17 +56,25 @@ pub fn list_parquet_files(path: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// The split a file belongs to: the part of its name before `-NNNNN-of-NNNNN` or the first `-`.
+/// The split a file belongs to: the part of its name before `-NNNNN-of-NNNNN` or the first `-`
+/// (`data/train-00000-of-00001.parquet`); for files named only by number (`0000.parquet`,
+/// `part-0.parquet`, as in the Hub's `refs/convert/parquet` tree `default/train/0000.parquet`),
+/// the folder that holds them when it has a split's name, else `train`.
 fn split_of(path: &Path) -> String {
     let stem = path
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
-    stem.split('-')
-        .next()
-        .filter(|s| !s.is_empty())
-        .unwrap_or("train")
-        .to_string()
+    let prefix = stem.split('-').next().filter(|s| !s.is_empty());
+    let numbered = prefix.is_none_or(|p| p == "part" || p.bytes().all(|b| b.is_ascii_digit()));
+    if !numbered {
+        return prefix.expect("not numbered").to_string();
+    }
+    path.parent()
+        .and_then(|p| p.file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .filter(|n| super::folder::is_split_name(n))
+        .unwrap_or_else(|| "train".into())
 }
 
 #[derive(PartialEq)]

@@ -96,6 +96,15 @@ pub struct Skipped {
     pub error: String,
 }
 
+/// The sum of counts read from a manifest, `None` when it overflows (only a lie can).
+fn total(mut counts: impl Iterator<Item = u64>) -> Option<u64> {
+    counts.try_fold(0u64, u64::checked_add)
+}
+
+fn show(count: Option<u64>) -> String {
+    count.map_or("more than 2^64".into(), |c| c.to_string())
+}
+
 impl Manifest {
     /// Reads `dir/manifest.json`, refusing a directory without one.
     pub fn load(dir: &Path) -> Result<Self, ShardError> {
@@ -120,7 +129,87 @@ impl Manifest {
                 ),
             });
         }
+        manifest
+            .validate()
+            .map_err(|problem| ShardError::BadManifest {
+                path: path.clone(),
+                problem,
+            })?;
         Ok(manifest)
+    }
+
+    /// The manifest's own arithmetic and names, checked before any value is used: counts that
+    /// add up, rows no more than a shard's bytes (so no count can ask for an absurd
+    /// allocation), checksums of 64 hex digits, shard files inside their split's folder, class
+    /// names distinct. `verify` checks the counts against the data itself.
+    fn validate(&self) -> Result<(), String> {
+        let mut names = std::collections::BTreeSet::new();
+        if let Some(c) = self.classes.iter().find(|c| !names.insert(c.as_str())) {
+            return Err(format!("class `{c}` is listed twice"));
+        }
+        for (name, split) in &self.splits {
+            let bad = |problem: String| Err(format!("split `{name}`: {problem}"));
+            if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
+                return bad("is not a folder name".into());
+            }
+            let shard_rows = total(split.shards.iter().map(|s| s.rows));
+            if shard_rows != Some(split.rows) {
+                return bad(format!(
+                    "says {} rows, its shards {}",
+                    split.rows,
+                    show(shard_rows)
+                ));
+            }
+            // Labels without names (no `classes`) are allowed; names must cover every count.
+            let named = !self.classes.is_empty();
+            if named && !split.per_class.is_empty() && split.per_class.len() != self.classes.len() {
+                return bad(format!(
+                    "counts {} classes, the dataset names {}",
+                    split.per_class.len(),
+                    self.classes.len()
+                ));
+            }
+            let labelled = total(split.per_class.iter().copied());
+            if labelled.and_then(|l| l.checked_add(split.unlabeled)) != Some(split.rows) {
+                return bad(format!(
+                    "per-class counts ({}) and unlabeled ({}) do not add up to its {} rows",
+                    show(labelled),
+                    split.unlabeled,
+                    split.rows
+                ));
+            }
+            for shard in &split.shards {
+                let bad = |problem: String| Err(format!("shard `{}`: {problem}", shard.file));
+                let inside = Path::new(&shard.file).strip_prefix(name).is_ok_and(|rest| {
+                    rest.components().count() == 1
+                        && rest
+                            .components()
+                            .all(|c| matches!(c, std::path::Component::Normal(_)))
+                });
+                if !inside {
+                    return bad(format!("is not a file of the folder `{name}/`"));
+                }
+                if shard.sha256.len() != 64 || !shard.sha256.bytes().all(|b| b.is_ascii_hexdigit())
+                {
+                    return bad("sha256 is not 64 hexadecimal digits".into());
+                }
+                let grouped = total(shard.row_groups.iter().map(|&g| u64::from(g)));
+                if grouped != Some(shard.rows) {
+                    return bad(format!(
+                        "{} rows, its row groups {}",
+                        shard.rows,
+                        show(grouped)
+                    ));
+                }
+                if shard.rows > shard.bytes {
+                    return bad(format!(
+                        "{} rows cannot fit in {} bytes",
+                        shard.rows, shard.bytes
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Writes `dir/manifest.json` through a temporary name, so a crash never leaves half a manifest.
@@ -184,7 +273,10 @@ impl Manifest {
             "split", "rows", "unlabeled", "shards", "MB", "skipped"
         );
         for (name, split) in &self.splits {
-            let bytes: u64 = split.shards.iter().map(|s| s.bytes).sum();
+            let bytes = split
+                .shards
+                .iter()
+                .fold(0u64, |a, s| a.saturating_add(s.bytes));
             out += &format!(
                 "{:<12} {:>9} {:>10} {:>7} {:>11.1} {:>8}\n",
                 name,

@@ -171,7 +171,29 @@ impl Shard {
         RowMeta::try_from_batch(&batch, &self.name)
     }
 
+    /// A damaged file must not reach the row accessors: the readers' own panics are contained
+    /// and every array is validated (offsets within buffers, lengths consistent) before use.
     fn read_batch(&self, group: usize, with_images: bool) -> Result<RecordBatch, ShardError> {
+        let damaged = |problem: String| ShardError::Schema {
+            file: self.name.clone(),
+            problem: format!("row group {group}: {problem}"),
+        };
+        let batch = super::contain::contain(|| self.read_batch_unchecked(group, with_images))
+            .map_err(damaged)??;
+        for column in batch.columns() {
+            column
+                .to_data()
+                .validate_full()
+                .map_err(|e| damaged(format!("invalid data ({e})")))?;
+        }
+        Ok(batch)
+    }
+
+    fn read_batch_unchecked(
+        &self,
+        group: usize,
+        with_images: bool,
+    ) -> Result<RecordBatch, ShardError> {
         Ok(match &self.kind {
             ShardKind::Parquet { metadata } => {
                 self.read_parquet_group(metadata, group, with_images)?

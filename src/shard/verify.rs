@@ -46,44 +46,80 @@ impl std::fmt::Display for VerifyReport {
 /// Verifies the dataset in `dir`. `Err` only when there is no readable manifest at all.
 pub fn verify(dir: &Path) -> Result<VerifyReport, ShardError> {
     let manifest = Manifest::load(dir)?;
-    let shards: Vec<(&ShardInfo, usize)> = manifest
-        .splits
-        .values()
-        .flat_map(|split| split.shards.iter().map(|s| (s, manifest.classes.len())))
-        .collect();
-    let results: Vec<(u64, Vec<String>)> = shards
-        .par_iter()
-        .map(|(info, classes)| verify_shard(dir, &manifest, info, *classes))
-        .collect();
+    let classes = manifest.classes.len();
     let mut report = VerifyReport {
         dir: dir.to_path_buf(),
-        shards: shards.len(),
+        shards: manifest.splits.values().map(|s| s.shards.len()).sum(),
         ..Default::default()
     };
-    for (rows, faults) in results {
-        report.rows += rows;
-        report.faults.extend(faults);
-    }
     for (name, split) in &manifest.splits {
-        let sum: u64 = split.shards.iter().map(|s| s.rows).sum();
-        if sum != split.rows {
+        let results: Vec<ShardCheck> = split
+            .shards
+            .par_iter()
+            .map(|info| verify_shard(dir, &manifest, info, classes))
+            .collect();
+        // Labels counted from the data, against what the manifest claims for the split.
+        let mut per_class = vec![0u64; classes];
+        let mut unlabeled = 0u64;
+        // Counts of a split with an unreadable row say nothing new: that fault is reported.
+        let readable = results.iter().all(|c| c.faults.is_empty());
+        for check in results {
+            report.rows += check.rows;
+            report.faults.extend(check.faults);
+            per_class
+                .iter_mut()
+                .zip(&check.per_class)
+                .for_each(|(a, b)| *a += b);
+            unlabeled += check.unlabeled;
+        }
+        if readable && classes > 0 && !split.per_class.is_empty() && per_class != split.per_class {
             report.faults.push(format!(
-                "manifest: split {name} says {} rows but its shards list {sum}",
-                split.rows
+                "manifest: split {name} counts {:?} rows per class, the data holds {per_class:?}",
+                split.per_class
             ));
         }
+        if readable && unlabeled != split.unlabeled {
+            report.faults.push(format!(
+                "manifest: split {name} says {} unlabeled rows, the data holds {unlabeled}",
+                split.unlabeled
+            ));
+        }
+        report.faults.extend(unlisted_files(dir, name, split));
     }
     Ok(report)
 }
 
-fn verify_shard(
-    dir: &Path,
-    manifest: &Manifest,
-    info: &ShardInfo,
-    classes: usize,
-) -> (u64, Vec<String>) {
+/// Files in a split's folder that its manifest entry does not list: a shard added after
+/// packing would never be read, so it is a fault rather than silently ignored.
+fn unlisted_files(dir: &Path, name: &str, split: &super::manifest::SplitInfo) -> Vec<String> {
+    let listed: std::collections::BTreeSet<&str> =
+        split.shards.iter().map(|s| s.file.as_str()).collect();
+    let Ok(entries) = std::fs::read_dir(dir.join(name)) else {
+        return vec![format!("{name}/: the split's folder cannot be read")];
+    };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let file = format!("{name}/{}", e.file_name().to_string_lossy());
+            (!listed.contains(file.as_str()))
+                .then(|| format!("{file}: in the split's folder but not in the manifest"))
+        })
+        .collect()
+}
+
+/// What one shard holds, as read.
+struct ShardCheck {
+    rows: u64,
+    per_class: Vec<u64>,
+    unlabeled: u64,
+    faults: Vec<String>,
+}
+
+fn verify_shard(dir: &Path, manifest: &Manifest, info: &ShardInfo, classes: usize) -> ShardCheck {
     let path = shard_path(dir, info);
     let mut faults = Vec::new();
+    let mut per_class = vec![0u64; classes];
+    let mut unlabeled = 0u64;
     let checked = (|| -> Result<(), ShardError> {
         let meta = std::fs::metadata(&path)
             .map_err(|_| ShardError::MissingShard { file: path.clone() })?;
@@ -96,13 +132,18 @@ fn verify_shard(
         }
         check_checksum(&path, &info.sha256)
     })();
+    let failed = |fault: String| ShardCheck {
+        rows: 0,
+        per_class: vec![0; classes],
+        unlabeled: 0,
+        faults: vec![fault],
+    };
     if let Err(e) = checked {
-        faults.push(e.to_string());
-        return (0, faults);
+        return failed(e.to_string());
     }
     let shard = match Shard::open(&path, info, manifest.container) {
         Ok(s) => s,
-        Err(e) => return (0, vec![e.to_string()]),
+        Err(e) => return failed(e.to_string()),
     };
     let mut rows = 0u64;
     for (g, &expected_rows) in info.row_groups.iter().enumerate() {
@@ -131,9 +172,19 @@ fn verify_shard(
                         classes.saturating_sub(1)
                     ))
                 }
-                Ok(row) => decode_stored(row.image, row.encoding, row.width, row.height)
-                    .err()
-                    .map(|e| e.to_string()),
+                Ok(row) => {
+                    match usize::try_from(row.label) {
+                        Ok(label) => {
+                            if let Some(count) = per_class.get_mut(label) {
+                                *count += 1;
+                            }
+                        }
+                        Err(_) => unlabeled += 1,
+                    }
+                    decode_stored(row.image, row.encoding, row.width, row.height)
+                        .err()
+                        .map(|e| e.to_string())
+                }
             };
             if let Some(problem) = fault {
                 faults.push(format!("{}: row {row_no}: {problem}", info.file));
@@ -147,5 +198,10 @@ fn verify_shard(
             info.file, info.rows
         ));
     }
-    (rows, faults)
+    ShardCheck {
+        rows,
+        per_class,
+        unlabeled,
+        faults,
+    }
 }

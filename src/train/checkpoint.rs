@@ -2,7 +2,8 @@
 //! running statistics included), `optimizer.safetensors` (Adam moments) and `state.json` (where
 //! to resume: the sampler cursor, the optimiser step, the seed). A new checkpoint is written to
 //! `checkpoint.partial/` and renamed over the old one only when complete, so a crash mid-write
-//! keeps the last good one.
+//! keeps the last good one. `SHA256SUMS` (as `sha256sum` writes it) covers the other files and is
+//! checked before a checkpoint is read, so a damaged or altered file is named instead of resumed.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -19,15 +20,20 @@ pub const CHECKPOINT_DIR: &str = "checkpoint";
 pub const MODEL_FILE: &str = "model.safetensors";
 const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 const STATE_FILE: &str = "state.json";
+const SUMS_FILE: &str = "SHA256SUMS";
 
 /// Where training stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TrainState {
     /// The next batch to train on.
     pub cursor: Cursor,
     /// Optimiser steps taken so far.
     pub step: u64,
     pub seed: u64,
+    /// SHA-256 of the dataset's `manifest.json` (shard checksums, counts, classes): a resume on
+    /// another dataset at the same path is refused. Absent in checkpoints of older versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_manifest_sha256: Option<String>,
 }
 
 pub fn checkpoint_dir(run: &Path) -> PathBuf {
@@ -87,17 +93,74 @@ pub fn save(
     .map_err(io(&state_path))?;
     let config_path = partial.join(CONFIG_FILE);
     fs::write(&config_path, config_toml).map_err(io(&config_path))?;
+    let mut sums = String::new();
     for f in [MODEL_FILE, OPTIMIZER_FILE, STATE_FILE, CONFIG_FILE] {
         fs::File::open(partial.join(f))
             .and_then(|f| f.sync_all())
             .map_err(io(&partial.join(f)))?;
+        sums.push_str(&format!("{}  {f}\n", sha256_file(&partial.join(f))?));
     }
+    let sums_path = partial.join(SUMS_FILE);
+    fs::write(&sums_path, sums)
+        .and_then(|()| fs::File::open(&sums_path)?.sync_all())
+        .map_err(io(&sums_path))?;
     if dir.exists() {
         let _ = fs::remove_dir_all(&old);
         fs::rename(&dir, &old).map_err(io(&dir))?;
     }
     fs::rename(&partial, &dir).map_err(io(&dir))?;
     let _ = fs::remove_dir_all(&old);
+    Ok(())
+}
+
+fn sha256_file(path: &Path) -> Result<String, TrainError> {
+    use sha2::{Digest, Sha256};
+    let mut file = fs::File::open(path).map_err(|error| TrainError::Io {
+        path: path.to_path_buf(),
+        error,
+    })?;
+    let mut hash = Sha256::new();
+    std::io::copy(&mut file, &mut hash).map_err(|error| TrainError::Io {
+        path: path.to_path_buf(),
+        error,
+    })?;
+    Ok(hex::encode(hash.finalize()))
+}
+
+/// Checks every file of `run/checkpoint/` against its `SHA256SUMS` (checkpoints written before
+/// sums were recorded have none and are read as they are).
+pub fn verify(run: &Path) -> Result<(), TrainError> {
+    recover(run)?;
+    let dir = checkpoint_dir(run);
+    let sums_path = dir.join(SUMS_FILE);
+    let Ok(sums) = fs::read_to_string(&sums_path) else {
+        return Ok(());
+    };
+    for line in sums.lines() {
+        let Some((want, name)) = line.split_once("  ") else {
+            return Err(TrainError::Checkpoint {
+                path: sums_path,
+                message: format!("unreadable line `{line}`"),
+            });
+        };
+        if name.contains('/') || name.contains("..") {
+            return Err(TrainError::Checkpoint {
+                path: sums_path,
+                message: format!("names `{name}`, which is not a file of the checkpoint"),
+            });
+        }
+        let path = dir.join(name);
+        let got = sha256_file(&path)?;
+        if got != want {
+            return Err(TrainError::Checkpoint {
+                path,
+                message: format!(
+                    "sha256 {got}, but {SUMS_FILE} recorded {want}: the file changed after it \
+                     was written (damaged or edited); the checkpoint cannot be trusted"
+                ),
+            });
+        }
+    }
     Ok(())
 }
 
@@ -137,7 +200,7 @@ pub fn load_config_text(run: &Path) -> Result<String, TrainError> {
 
 /// Reads `run/checkpoint/state.json`.
 pub fn load_state(run: &Path) -> Result<TrainState, TrainError> {
-    recover(run)?;
+    verify(run)?;
     let path = checkpoint_dir(run).join(STATE_FILE);
     let text = fs::read_to_string(&path).map_err(|_| TrainError::Checkpoint {
         path: path.clone(),
@@ -155,6 +218,7 @@ pub fn load_weights(
     varmap: &mut VarMap,
     optimizer: Option<(&mut Optimizer, u64)>,
 ) -> Result<(), TrainError> {
+    verify(run)?;
     let dir = checkpoint_dir(run);
     let model = dir.join(MODEL_FILE);
     varmap.load(&model).map_err(|e| TrainError::Checkpoint {

@@ -113,6 +113,31 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
+    /// Every value in range, each error naming its key: run once where a run's config is
+    /// resolved, before anything is written.
+    pub fn check(&self) -> Result<(), super::TrainError> {
+        use crate::config::check;
+        self.loader.check()?;
+        let train = || -> Result<(), crate::config::ConfigError> {
+            self.loss.check()?;
+            check::at_least("width", self.model.width as u64, 1)?;
+            check::at_least("pdim", self.model.pdim as u64, 1)?;
+            check::at_least("epochs", self.epochs, 1)?;
+            check::at_least("checkpoint_every", self.checkpoint_every, 1)?;
+            check::at_least("knn_k", self.knn_k as u64, 1)?;
+            check::positive("lr", self.lr)?;
+            check::non_negative("weight_decay", self.weight_decay)?;
+            check::non_negative("warmup_epochs", self.warmup_epochs)?;
+            check::positive("knn_temperature", check::wide(self.knn_temperature))?;
+            for c in 0..3 {
+                check::within(&format!("mean[{c}]"), check::wide(self.mean[c]), 0.0, 1.0)?;
+                check::positive(&format!("std[{c}]"), check::wide(self.std[c]))?;
+            }
+            Ok(())
+        };
+        Ok(train()?)
+    }
+
     /// The no-argument run of `ssl-train`: the built-in shapes (packed on first use), 32px views,
     /// `conv4` of width 16, about 5 minutes on a 2-core CPU.
     pub fn builtin() -> Self {

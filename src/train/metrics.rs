@@ -36,6 +36,41 @@ impl Metrics {
         })
     }
 
+    /// Opens `run/metrics.jsonl` to continue a run from a checkpoint at optimiser step `step`
+    /// with `epochs_done` whole epochs: records the killed run wrote after that checkpoint (its
+    /// later steps, an epoch whose checkpoint it did not reach) are dropped, through a
+    /// temporary file renamed into place, so the resumed run does not write them twice.
+    pub fn resume(run: &Path, step: u64, epochs_done: u64) -> Result<Self, TrainError> {
+        let path = run.join(METRICS_FILE);
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |error| TrainError::Io { path, error }
+        };
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(io(&path)(e)),
+        };
+        let keep = |line: &&str| match serde_json::from_str::<Value>(line) {
+            Ok(record) => match record["kind"].as_str() {
+                Some("step") => record["step"].as_u64().is_some_and(|s| s <= step),
+                Some("epoch") => record["epoch"].as_u64().is_some_and(|e| e <= epochs_done),
+                _ => true,
+            },
+            // A line cut short by the kill.
+            Err(_) => false,
+        };
+        let kept: String = text
+            .lines()
+            .filter(keep)
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let tmp = run.join(format!("{METRICS_FILE}.partial"));
+        std::fs::write(&tmp, kept).map_err(io(&tmp))?;
+        std::fs::rename(&tmp, &path).map_err(io(&path))?;
+        Self::open(run, true)
+    }
+
     pub fn write(&mut self, record: &Value) -> Result<(), TrainError> {
         let line = serde_json::to_string(record).expect("json values serialise");
         writeln!(self.out, "{line}")

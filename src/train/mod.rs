@@ -19,6 +19,7 @@ use candle_core::{DType, Device};
 use candle_nn::VarMap;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
+use sha2::Digest;
 
 use crate::config::ConfigError;
 use crate::loader::{Cursor, Loader, LoaderError};
@@ -267,20 +268,45 @@ impl<'a> Trainer<'a> {
         }
         let mut s = setup(run)?;
         let mut optimizer = Optimizer::new(&s.varmap, cfg.optimizer, cfg.weight_decay)?;
+        let manifest = run.data.join(crate::shard::manifest::MANIFEST_FILE);
+        let data_sha256 = std::fs::read(&manifest)
+            .map(|bytes| hex::encode(sha2::Sha256::digest(bytes)))
+            .map_err(io(&manifest))?;
         let mut state = TrainState {
             cursor: Cursor::default(),
             step: 0,
             seed: cfg.loader.seed,
+            data_manifest_sha256: Some(data_sha256.clone()),
         };
         if run.resume {
             state = checkpoint::load_state(dir)?;
+            if state
+                .data_manifest_sha256
+                .as_ref()
+                .is_some_and(|d| *d != data_sha256)
+            {
+                return Err(TrainError::NotResumable {
+                    run: dir.to_path_buf(),
+                    changes: format!(
+                        "data: {} is not the dataset the checkpoint was trained on (its \
+                         manifest changed)",
+                        run.data.display()
+                    ),
+                });
+            }
             checkpoint::load_weights(dir, &mut s.varmap, Some((&mut optimizer, state.step)))?;
         }
-        // Only now, so a resume that fails leaves the run's config as it was.
         let config_text = toml::to_string_pretty(cfg).expect("config serialises");
-        let config_path = dir.join(CONFIG_FILE);
-        std::fs::write(&config_path, &config_text).map_err(io(&config_path))?;
-        let mut metrics = Metrics::open(dir, run.resume)?;
+        // A resume writes its config with its first checkpoint, so one that fails before
+        // then leaves the run's config as it was.
+        if !run.resume {
+            let config_path = dir.join(CONFIG_FILE);
+            std::fs::write(&config_path, &config_text).map_err(io(&config_path))?;
+        }
+        let mut metrics = match run.resume {
+            true => Metrics::resume(dir, state.step, state.cursor.epoch)?,
+            false => Metrics::open(dir, false)?,
+        };
         metrics.write(
             &json!({ "kind": "start", "command": command, "resume": run.resume, "config": cfg }),
         )?;
@@ -369,6 +395,10 @@ impl<'a> Trainer<'a> {
                 &self.state,
                 &self.config_text,
             )?;
+            if self.run.resume {
+                let path = dir.join(CONFIG_FILE);
+                std::fs::write(&path, &self.config_text).map_err(io(&path))?;
+            }
         }
         Ok(measured)
     }

@@ -88,6 +88,7 @@ impl Run {
 
     /// `config` as it is, its dataset resolved.
     pub fn new(config: TrainConfig, resume: bool) -> Result<Self, TrainError> {
+        config.check()?;
         let data = resolve_data(&config)?;
         Ok(Self {
             config,

@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::{check, ConfigError};
+
 use super::rrc::{Interpolation, DEFAULT_RATIO};
 
 /// The per-view augmentations. Defaults are fastssl's CIFAR recipe (the paper's): DESIGN.md's
@@ -52,6 +54,38 @@ impl Default for AugmentConfig {
 }
 
 impl AugmentConfig {
+    /// Every value within what the augmentations can do (torchvision's limits), each error
+    /// naming its `augment.*` key.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        for (key, p) in [
+            ("augment.flip_p", self.flip_p),
+            ("augment.jitter_p", self.jitter_p),
+            ("augment.grayscale_p", self.grayscale_p),
+            ("augment.blur_p", self.blur_p),
+            ("augment.solarize_p", self.solarize_p),
+        ] {
+            check::within(key, check::wide(p), 0.0, 1.0)?;
+        }
+        for (key, strength) in [
+            ("augment.brightness", self.brightness),
+            ("augment.contrast", self.contrast),
+            ("augment.saturation", self.saturation),
+        ] {
+            // Factors are drawn from [max(0, 1-x), 1+x], so any x >= 0 works, as in torchvision.
+            check::non_negative(key, check::wide(strength))?;
+        }
+        check::within("augment.hue", check::wide(self.hue), 0.0, 0.5)?;
+        check::within(
+            "augment.solarize_threshold",
+            check::wide(self.solarize_threshold),
+            0.0,
+            256.0,
+        )?;
+        let pair = |(a, b): (f32, f32)| (check::wide(a), check::wide(b));
+        check::range("augment.blur_sigma", pair(self.blur_sigma), false)?;
+        check::range("augment.ratio", pair(self.ratio), false)
+    }
+
     /// The default without grayscale: crop, flip, brightness/contrast/saturation (p 0.8), the
     /// set the loader benchmark compares with FFCV's own CIFAR pipeline.
     pub fn ffcv() -> Self {
