@@ -122,5 +122,18 @@ fn arguments_that_are_not_utf8_are_an_error_not_a_panic() {
         OsStr::new("lr=-1"),
     ]);
     assert_eq!(run.status.code(), Some(2), "{}", stderr(&run));
-    assert!(stderr(&run).contains("`lr` = -1"), "{}", stderr(&run));
+    assert!(stderr(&run).contains("`out` = runs/"), "{}", stderr(&run));
+    let data = small_cifar(2, 1);
+    let run = ssl_train(&[
+        OsStr::new("--data"),
+        data.as_os_str(),
+        OsStr::new("--out"),
+        bad,
+    ]);
+    assert_eq!(run.status.code(), Some(2), "{}", stderr(&run));
+    assert!(
+        stderr(&run).contains("must be a path in valid UTF-8"),
+        "{}",
+        stderr(&run)
+    );
 }

@@ -84,6 +84,33 @@ fn class_names_that_are_not_utf8_are_refused_not_merged() {
 }
 
 #[test]
+fn a_source_path_that_is_not_utf8_is_refused_before_packing() {
+    use std::os::unix::ffi::OsStrExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join(std::ffi::OsStr::from_bytes(b"src\xff"));
+    classes(&root);
+    let out = ssl_pack_os(&[
+        "write".as_ref(),
+        root.as_os_str(),
+        tmp.path().join("out").as_os_str(),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("the source path is not valid UTF-8"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!tmp.path().join("out").exists());
+}
+
+fn ssl_pack_os(args: &[&std::ffi::OsStr]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_ssl-pack"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
 fn a_stray_image_beside_split_folders_is_ambiguous() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("root");

@@ -353,6 +353,16 @@ fn write_resolved_config(cfg: &PackConfig, dir: &Path) -> Result<(), PackError> 
 }
 
 fn validate(cfg: &PackConfig) -> Result<(), PackError> {
+    // The resolved settings (ssl-pack.toml) and the manifest record both paths as text; found
+    // out only after packing, a path that is not UTF-8 would waste the whole run.
+    for (what, path) in [("source", &cfg.source), ("output", &cfg.out)] {
+        if path.to_str().is_none() {
+            return Err(PackError::source(
+                path,
+                format!("the {what} path is not valid UTF-8, which the dataset's records cannot hold; rename it or pass a symlink"),
+            ));
+        }
+    }
     if !(1..=100).contains(&cfg.quality) {
         return Err(PackError::Config(format!(
             "--quality must be 1..100, is {}",

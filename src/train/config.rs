@@ -119,6 +119,16 @@ impl TrainConfig {
         use crate::config::check;
         self.loader.check()?;
         let train = || -> Result<(), crate::config::ConfigError> {
+            // The run records its config as TOML text, which cannot hold such a path.
+            for (key, path) in [("data", &self.loader.data), ("out", &self.out)] {
+                if path.to_str().is_none() {
+                    return Err(crate::config::ConfigError::OutOfRange {
+                        key: key.into(),
+                        value: path.display().to_string(),
+                        allowed: "must be a path in valid UTF-8".into(),
+                    });
+                }
+            }
             self.loss.check()?;
             check::at_least("width", self.model.width as u64, 1)?;
             check::at_least("pdim", self.model.pdim as u64, 1)?;

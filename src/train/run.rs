@@ -60,6 +60,21 @@ pub const RESUMABLE_CHANGES: &[&str] = &[
 impl Run {
     /// Resolves the command line into a run (see the module docs for the order of precedence).
     pub fn resolve(args: RunArgs) -> Result<Self, TrainError> {
+        // A path becomes TOML text below; one that is not UTF-8 would silently become another.
+        for (key, path) in [
+            ("data", &args.data),
+            ("out", &args.out),
+            ("resume", &args.resume),
+        ] {
+            if let Some(path) = path.as_ref().filter(|p| p.to_str().is_none()) {
+                return Err(crate::config::ConfigError::OutOfRange {
+                    key: key.into(),
+                    value: path.display().to_string(),
+                    allowed: "must be a path in valid UTF-8".into(),
+                }
+                .into());
+            }
+        }
         let mut sets = args.sets;
         if let Some(data) = &args.data {
             sets.push(format!("data={}", toml_string(data)));
