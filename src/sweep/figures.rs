@@ -25,26 +25,24 @@ impl Group<'_> {
         self.members.first()?.point.get(key)
     }
 
-    /// Per epoch that every seed reached: (mean training seconds, mean kNN %).
+    /// The seeds that have trained at least one epoch: a sweep drawn mid-run shows what exists.
+    fn started(&self) -> Vec<&PointResult> {
+        let started = self.members.iter().filter(|p| !p.epochs.is_empty());
+        started.copied().collect()
+    }
+
+    /// Per epoch that every started seed reached: (mean training seconds, mean kNN %).
     fn curve(&self) -> Vec<(u64, f64, f64)> {
-        let shortest = self
-            .members
-            .iter()
-            .map(|p| p.epochs.len())
-            .min()
-            .unwrap_or(0);
+        let members = self.started();
+        let shortest = members.iter().map(|p| p.epochs.len()).min().unwrap_or(0);
         (0..shortest)
             .filter_map(|i| {
-                let knn: Vec<f64> = self
-                    .members
-                    .iter()
-                    .filter_map(|p| p.epochs[i].knn)
-                    .collect();
-                let secs: f64 = self.members.iter().map(|p| p.epochs[i].train_seconds).sum();
-                (knn.len() == self.members.len()).then(|| {
-                    let n = self.members.len() as f64;
+                let knn: Vec<f64> = members.iter().filter_map(|p| p.epochs[i].knn).collect();
+                let secs: f64 = members.iter().map(|p| p.epochs[i].train_seconds).sum();
+                (knn.len() == members.len()).then(|| {
+                    let n = members.len() as f64;
                     (
-                        self.members[0].epochs[i].epoch,
+                        members[0].epochs[i].epoch,
                         secs / n,
                         100.0 * knn.iter().sum::<f64>() / n,
                     )
@@ -53,10 +51,10 @@ impl Group<'_> {
             .collect()
     }
 
+    /// The mean over the seeds that have the value (finished ones, for final numbers).
     fn mean(&self, f: impl Fn(&PointResult) -> Option<f64>) -> Option<f64> {
         let values: Vec<f64> = self.members.iter().filter_map(|p| f(p)).collect();
-        (values.len() == self.members.len() && !values.is_empty())
-            .then(|| 100.0 * values.iter().sum::<f64>() / values.len() as f64)
+        (!values.is_empty()).then(|| 100.0 * values.iter().sum::<f64>() / values.len() as f64)
     }
 }
 
@@ -81,16 +79,17 @@ fn groups<'a>(results: &'a SweepResults, skip: &[&str]) -> Vec<Group<'a>> {
         }
     }
     for g in &mut out {
+        // Seeds counted are those with data, so a half-run sweep does not claim both.
         let mut seeds: Vec<String> = g
-            .members
+            .started()
             .iter()
             .filter_map(|p| p.point.get("seed").map(value_text))
             .collect();
         seeds.sort();
         seeds.dedup();
-        let seeds = seeds.len();
-        if seeds > 1 {
-            g.label = format!("{} ({seeds} seeds)", g.label);
+        let (seeds, of) = (seeds.len(), g.members.len());
+        if of > 1 {
+            g.label = format!("{} ({seeds} of {of} seeds)", g.label);
         }
     }
     out
@@ -284,5 +283,55 @@ fn pareto(results: &SweepResults) -> Panel {
         y_label: "kNN error %".into(),
         series,
         log_x: false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sweep::report::{EpochResult, PointResult};
+    use crate::sweep::{Axis, Point, PointState, SweepConfig};
+
+    fn point(seed: i64, epochs: &[(u64, f64)]) -> PointResult {
+        PointResult {
+            point: Point {
+                values: vec![
+                    ("seed".into(), toml::Value::Integer(seed)),
+                    ("views".into(), toml::Value::String("2x32".into())),
+                ],
+            },
+            state: PointState::Done,
+            knn_random_init: None,
+            epochs: epochs
+                .iter()
+                .map(|&(epoch, knn)| EpochResult {
+                    epoch,
+                    train_seconds: 10.0 * epoch as f64,
+                    knn: Some(knn),
+                    loss: None,
+                })
+                .collect(),
+            linear_top1: None,
+        }
+    }
+
+    #[test]
+    fn a_sweep_drawn_midway_shows_the_seeds_that_have_data() {
+        let axes = ["seed", "views"].map(|key| Axis {
+            key: key.into(),
+            values: vec![],
+        });
+        let results = SweepResults {
+            sweep: SweepConfig {
+                title: String::new(),
+                base: toml::Table::new(),
+                axes: axes.to_vec(),
+                probe: false,
+            },
+            points: vec![point(0, &[(1, 0.40), (2, 0.45)]), point(1, &[])],
+        };
+        let groups = groups(&results, &[]);
+        assert_eq!(groups[0].label, "views=2x32 (1 of 2 seeds)");
+        assert_eq!(groups[0].curve(), [(1, 10.0, 40.0), (2, 20.0, 45.0)]);
     }
 }
