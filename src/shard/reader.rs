@@ -105,6 +105,9 @@ pub struct Shard {
 enum ShardKind {
     Parquet {
         metadata: ArrowReaderMetadata,
+        /// The file, mapped: page reads are slices of it, so a damaged length can only run to
+        /// its end (through a `File`, one made the reader loop on syscalls for minutes).
+        data: bytes::Bytes,
     },
     Arrow {
         buffer: Buffer,
@@ -154,7 +157,7 @@ impl Shard {
 
     pub fn num_groups(&self) -> usize {
         match &self.kind {
-            ShardKind::Parquet { metadata } => metadata.metadata().num_row_groups(),
+            ShardKind::Parquet { metadata, .. } => metadata.metadata().num_row_groups(),
             ShardKind::Arrow { blocks, .. } => blocks.len(),
         }
     }
@@ -195,8 +198,8 @@ impl Shard {
         with_images: bool,
     ) -> Result<RecordBatch, ShardError> {
         Ok(match &self.kind {
-            ShardKind::Parquet { metadata } => {
-                self.read_parquet_group(metadata, group, with_images)?
+            ShardKind::Parquet { metadata, data } => {
+                self.read_parquet_group(metadata, data, group, with_images)?
             }
             ShardKind::Arrow {
                 buffer,
@@ -227,6 +230,7 @@ impl Shard {
     fn read_parquet_group(
         &self,
         metadata: &ArrowReaderMetadata,
+        data: &bytes::Bytes,
         group: usize,
         with_images: bool,
     ) -> Result<RecordBatch, ShardError> {
@@ -236,13 +240,12 @@ impl Shard {
             .get(group)
             .ok_or_else(|| self.no_group(group))?
             .num_rows();
-        let file = File::open(&self.path).map_err(ShardError::io(&self.path))?;
         let parquet_err = |source| ShardError::Parquet {
             file: self.path.clone(),
             error: source,
         };
         let mut builder =
-            ParquetRecordBatchReaderBuilder::new_with_metadata(file, metadata.clone());
+            ParquetRecordBatchReaderBuilder::new_with_metadata(data.clone(), metadata.clone());
         if !with_images {
             let keep = metadata
                 .schema()
@@ -290,15 +293,18 @@ impl Shard {
 
 fn open_parquet(path: &Path) -> Result<ShardKind, ShardError> {
     let file = File::open(path).map_err(ShardError::io(path))?;
+    // SAFETY: as for Arrow shards below: written once, never modified in place.
+    let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(ShardError::io(path))?;
+    let data = bytes::Bytes::from_owner(mmap);
     let metadata =
-        ArrowReaderMetadata::load(&file, ArrowReaderOptions::new()).map_err(|source| {
+        ArrowReaderMetadata::load(&data, ArrowReaderOptions::new()).map_err(|source| {
             ShardError::Parquet {
                 file: path.to_path_buf(),
                 error: source,
             }
         })?;
     check_schema(path, metadata.schema())?;
-    Ok(ShardKind::Parquet { metadata })
+    Ok(ShardKind::Parquet { metadata, data })
 }
 
 fn open_arrow(path: &Path) -> Result<ShardKind, ShardError> {
