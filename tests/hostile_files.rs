@@ -275,7 +275,7 @@ fn verify_counts_what_the_manifest_claims() {
     fails(
         &["verify", s(&data)],
         1,
-        "the data holds [2, 2, 2, 2, 2, 2, 2, 2, 2, 2]",
+        "the data (train/part-00000.parquet) holds [2, 2, 2, 2, 2, 2, 2, 2, 2, 2]",
     );
     let tmp = tempfile::tempdir().unwrap();
     let data = lying(tmp.path(), |m| {
@@ -285,7 +285,7 @@ fn verify_counts_what_the_manifest_claims() {
     fails(
         &["verify", s(&data)],
         1,
-        "says 1 unlabeled rows, the data holds 0",
+        "says 1 unlabeled rows, the data (train/part-00000.parquet) holds 0",
     );
     let tmp = tempfile::tempdir().unwrap();
     let data = lying(tmp.path(), |_| {});

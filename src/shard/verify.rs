@@ -72,15 +72,20 @@ pub fn verify(dir: &Path) -> Result<VerifyReport, ShardError> {
                 .for_each(|(a, b)| *a += b);
             unlabeled += check.unlabeled;
         }
+        // Name the shards: either the manifest or one of them is wrong.
+        let files: Vec<&str> = split.shards.iter().map(|s| s.file.as_str()).collect();
+        let files = files.join(", ");
         if readable && classes > 0 && !split.per_class.is_empty() && per_class != split.per_class {
             report.faults.push(format!(
-                "manifest: split {name} counts {:?} rows per class, the data holds {per_class:?}",
+                "manifest: split {name} counts {:?} rows per class, the data ({files}) holds \
+                 {per_class:?}",
                 split.per_class
             ));
         }
         if readable && unlabeled != split.unlabeled {
             report.faults.push(format!(
-                "manifest: split {name} says {} unlabeled rows, the data holds {unlabeled}",
+                "manifest: split {name} says {} unlabeled rows, the data ({files}) holds \
+                 {unlabeled}",
                 split.unlabeled
             ));
         }
