@@ -222,18 +222,6 @@ fn lying(tmp: &Path, edit: impl FnOnce(&mut Value)) -> PathBuf {
     data
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        match entry.file_type().unwrap().is_dir() {
-            true => copy_dir(&entry.path(), &target),
-            false => drop(std::fs::copy(entry.path(), target).unwrap()),
-        }
-    }
-}
-
 #[test]
 fn manifest_values_are_checked_before_they_are_used() {
     type Lie = fn(&mut Value);

@@ -17,5 +17,5 @@ while [[ $# -gt 0 ]]; do
     *) echo "usage: tools/fuzz.sh [--minutes N] [--seed S]" >&2; exit 2 ;;
   esac
 done
-FUZZ_SECONDS=$((minutes * 60)) FUZZ_SEED=$seed FUZZ_SLOW=${FUZZ_SLOW:-0} \
+FUZZ_SECONDS=$((minutes * 60)) FUZZ_SEED=$seed FUZZ_SLOW=${FUZZ_SLOW:-0} FUZZ_CASES=0 \
   cargo test --release --test fuzz -- --nocapture 2>&1 | grep -E "^fuzz:|panicked|FAILED|test result|case"

@@ -14,7 +14,6 @@ pub mod hf_disk;
 pub mod hf_parquet;
 pub mod idx;
 pub mod shapes;
-mod staging;
 pub mod stl;
 mod writer;
 
@@ -29,13 +28,13 @@ use rayon::prelude::*;
 
 use crate::shard::codec::CodecError;
 use crate::shard::manifest::{EncodingInfo, Skipped, SourceInfo, FORMAT_VERSION, MANIFEST_FILE};
+use crate::shard::staging::Staging;
 use crate::shard::{Manifest, ShardError, SplitInfo};
 pub use config::{
     Cifar100Label, Compression, EncodingMode, FolderLayout, OnError, PackConfig, SourceFormat,
     WriteArgs, DEFAULT_AUTO_RAW_MAX_BYTES, DEFAULT_GROUP_BYTES, DEFAULT_MAX_PIXELS,
     DEFAULT_QUALITY, DEFAULT_SHARD_BYTES,
 };
-use staging::Staging;
 
 /// Records encoded per parallel chunk: bounds memory to a few chunks of images.
 const CHUNK: usize = 512;
@@ -268,7 +267,7 @@ pub fn write_dataset(cfg: &PackConfig) -> Result<PackSummary, PackError> {
     check_output(&cfg.out, cfg.overwrite)?;
     let mut source = open_source(cfg)?;
     select_splits(&mut source, &cfg.splits)?;
-    let staging = Staging::create(&cfg.out)?;
+    let staging = Staging::create(&cfg.out).map_err(|(p, e)| PackError::io(&p)(e))?;
     let start = Instant::now();
     let mut totals = Totals::default();
     let mut splits = std::collections::BTreeMap::new();
@@ -320,7 +319,9 @@ pub fn write_dataset(cfg: &PackConfig) -> Result<PackSummary, PackError> {
     };
     write_resolved_config(cfg, staging.path())?;
     manifest.write_atomic(staging.path())?;
-    staging.commit(&cfg.out)?;
+    staging
+        .commit(&cfg.out)
+        .map_err(|(p, e)| PackError::io(&p)(e))?;
     Ok(PackSummary {
         out: cfg.out.clone(),
         images: totals.images,

@@ -237,8 +237,9 @@ pub fn decode_stored(
     height: u16,
 ) -> Result<RgbImage, CodecError> {
     let image = match encoding {
-        Encoding::Raw => {
-            let expected = usize::from(width) * usize::from(height) * 3;
+        Encoding::Raw | Encoding::Gray => {
+            let channels = if encoding == Encoding::Raw { 3 } else { 1 };
+            let expected = usize::from(width) * usize::from(height) * channels;
             if bytes.len() != expected {
                 return Err(CodecError::RawSize {
                     found: bytes.len(),
@@ -247,21 +248,11 @@ pub fn decode_stored(
                     height,
                 });
             }
-            RgbImage::from_raw(width.into(), height.into(), bytes.to_vec())
-                .expect("length checked above")
-        }
-        Encoding::Gray => {
-            let expected = usize::from(width) * usize::from(height);
-            if bytes.len() != expected {
-                return Err(CodecError::RawSize {
-                    found: bytes.len(),
-                    expected,
-                    width,
-                    height,
-                });
-            }
-            RgbImage::from_raw(width.into(), height.into(), grey_to_rgb(bytes))
-                .expect("length checked above")
+            let pixels = match encoding {
+                Encoding::Raw => bytes.to_vec(),
+                _ => grey_to_rgb(bytes),
+            };
+            RgbImage::from_raw(width.into(), height.into(), pixels).expect("length checked above")
         }
         Encoding::Jpeg | Encoding::Png => decode_source(bytes, u64::MAX)?.0,
     };

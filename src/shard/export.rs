@@ -28,6 +28,7 @@ use rayon::prelude::*;
 
 use super::codec::{decode_stored, sniff, Encoding};
 use super::manifest::{check_checksum, shard_path, SplitInfo};
+use super::staging::Staging;
 use super::{RowRef, ShardError, ShardReader};
 use writer::{encode_png, features_json, HfRow, HfWriter};
 
@@ -188,8 +189,8 @@ pub fn export_hf(
         });
     }
     check_output(dir, out, opts.overwrite)?;
-    let staging = Staging::create(out)?;
-    let data = staging.path.join(DATA_DIR);
+    let staging = Staging::create(out).map_err(|(p, e)| ExportError::io(&p)(e))?;
+    let data = staging.path().join(DATA_DIR);
     fs::create_dir(&data).map_err(ExportError::io(&data))?;
     let features = features_json(&manifest.classes);
     let mut splits = Vec::new();
@@ -198,7 +199,9 @@ pub fn export_hf(
         copy_split(&reader, name, info, manifest.classes.len(), &mut writer)?;
         splits.push(writer.finish()?);
     }
-    staging.commit(out)?;
+    staging
+        .commit(out)
+        .map_err(|(p, e)| ExportError::io(&p)(e))?;
     Ok(ExportSummary {
         out: out.to_path_buf(),
         splits,
@@ -336,57 +339,4 @@ fn check_output(dir: &Path, out: &Path, overwrite: bool) -> Result<(), ExportErr
         }
     }
     Ok(())
-}
-
-/// OUT under a temporary name beside it; dropped without `commit`, it removes itself.
-struct Staging {
-    path: PathBuf,
-    committed: bool,
-}
-
-impl Staging {
-    fn create(out: &Path) -> Result<Self, ExportError> {
-        let name = out
-            .file_name()
-            .map_or("export".into(), |n| n.to_string_lossy());
-        let parent = out
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        fs::create_dir_all(parent).map_err(ExportError::io(parent))?;
-        let path = parent.join(format!(".{name}.partial-{}", std::process::id()));
-        if path.exists() {
-            fs::remove_dir_all(&path).map_err(ExportError::io(&path))?;
-        }
-        fs::create_dir(&path).map_err(ExportError::io(&path))?;
-        Ok(Self {
-            path,
-            committed: false,
-        })
-    }
-
-    /// Renames the finished export to `out`; a replaced export is kept until the new one is in.
-    fn commit(mut self, out: &Path) -> Result<(), ExportError> {
-        if out.exists() {
-            let old = self.path.with_extension("old");
-            fs::rename(out, &old).map_err(ExportError::io(out))?;
-            if let Err(e) = fs::rename(&self.path, out) {
-                let _ = fs::rename(&old, out);
-                return Err(ExportError::io(out)(e));
-            }
-            let _ = fs::remove_dir_all(&old);
-        } else {
-            fs::rename(&self.path, out).map_err(ExportError::io(out))?;
-        }
-        self.committed = true;
-        Ok(())
-    }
-}
-
-impl Drop for Staging {
-    fn drop(&mut self) {
-        if !self.committed {
-            let _ = fs::remove_dir_all(&self.path);
-        }
-    }
 }

@@ -7,6 +7,7 @@ pub mod export;
 pub mod manifest;
 pub mod reader;
 pub mod schema;
+pub mod staging;
 pub mod verify;
 
 use std::path::PathBuf;

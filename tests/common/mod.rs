@@ -258,3 +258,16 @@ pub fn train_config(data: PathBuf, out: &Path, sets: &[&str]) -> TrainConfig {
 pub fn train(cfg: &TrainConfig, resume: bool) -> Result<TrainSummary, TrainError> {
     train_with_knn(&Run::new(cfg.clone(), resume)?, &[])
 }
+
+/// A copy of the directory tree `from` at `to` (a dataset or a run to tamper with).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        match entry.file_type().unwrap().is_dir() {
+            true => copy_dir(&entry.path(), &target),
+            false => drop(std::fs::copy(entry.path(), target).unwrap()),
+        }
+    }
+}
