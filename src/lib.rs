@@ -6,7 +6,9 @@
 pub mod allocator;
 pub mod bench;
 pub mod cli;
+pub mod collective;
 pub mod config;
+pub mod dist;
 pub mod eval;
 pub mod loader;
 pub mod loss;

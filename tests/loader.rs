@@ -211,44 +211,49 @@ fn one_random_epoch_visits_every_image_once() {
 }
 
 #[test]
-fn rank_parts_are_disjoint_and_cover_the_epoch() {
+fn rank_shares_are_the_one_process_batches() {
     let data = cifar10_test_raw();
-    let mut all = Vec::new();
-    for rank in 0..3 {
-        let loader = Loader::builder(&data)
+    let build = |batch: usize, rank: usize, world: usize, drop_last: bool| {
+        Loader::builder(&data)
             .with_split("test")
-            .with_batch_size(100)
-            .with_rank(rank, 3)
+            .with_batch_size(batch)
+            .with_rank(rank, world)
             .with_views("1x8")
+            .with_drop_last(drop_last)
             .build()
-            .unwrap();
-        let part: Vec<u64> = collect(loader.epoch(1))
-            .iter()
-            .flat_map(|b| b.indices.clone())
-            .collect();
-        assert_eq!(
-            part.len(),
-            3300,
-            "3333 per rank, drop_last to whole batches of 100"
-        );
-        all.extend(part);
-    }
-    let before = all.len();
-    all.sort_unstable();
-    all.dedup();
-    assert_eq!(all.len(), before, "parts overlap");
-    let loader = Loader::builder(&data)
-        .with_split("test")
-        .with_batch_size(1)
-        .with_rank(1, 3)
-        .with_views("1x8")
-        .with_drop_last(false)
-        .build()
-        .unwrap();
+            .unwrap()
+    };
+    let one = collect(build(300, 0, 1, true).epoch(1));
+    let ranks: Vec<Vec<Batch>> = (0..3)
+        .map(|rank| collect(build(100, rank, 3, true).epoch(1)))
+        .collect();
     assert_eq!(
-        loader.batches_per_epoch(),
+        one.len(),
+        33,
+        "10000 images make 33 whole global batches of 300"
+    );
+    for (b, global) in one.iter().enumerate() {
+        let indices: Vec<u64> = ranks.iter().flat_map(|r| r[b].indices.clone()).collect();
+        assert_eq!(
+            indices, global.indices,
+            "batch {b}: the ranks' shares in rank order"
+        );
+        let pixels: Vec<u8> = ranks
+            .iter()
+            .flat_map(|r| r[b].groups[0].data.clone())
+            .collect();
+        assert_eq!(pixels, global.groups[0].data, "batch {b}: the same views");
+    }
+    let last = build(1, 1, 3, false);
+    assert_eq!(
+        last.batches_per_epoch(),
         3334,
-        "without drop_last the 10000 pad to 3 x 3334"
+        "without drop_last 10000 make 3334 global batches of 3, the last of 1"
+    );
+    assert_eq!(
+        collect(last.epoch(0)).last().unwrap().len(),
+        0,
+        "rank 1's share of it"
     );
 }
 

@@ -5,6 +5,7 @@
 //! ssl-bench loader --data DIR [--split train] --views SPEC --batch 256 --threads N --batches M
 //! ssl-bench loss --k 2,4,8,16 --batch 256 --pdim 256,8192
 //! ssl-bench step --backbone resnet18 --width 64 --batch 64 --size 32 --views 2 --steps 5
+//! ssl-bench dist --data DIR --nproc 1,2 --set batch_size=128   # needs the `mpi` feature
 //! ```
 
 #[global_allocator]
@@ -15,7 +16,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use sslfast::bench::{loader, loss, pack, step};
+use sslfast::bench::{dist, loader, loss, pack, step};
 
 #[derive(Parser)]
 #[command(
@@ -47,6 +48,9 @@ enum Command {
     },
     /// images/s of `ssl-pack write` on SRC (written to a temporary directory).
     Pack(pack::PackArgs),
+    /// Scaling of a training step from 1 to N ranks (`ssl-train --nproc N`, same per-rank batch):
+    /// images/s, seconds per step and in communication.
+    Dist(dist::DistArgs),
 }
 
 fn main() -> ExitCode {
@@ -77,6 +81,11 @@ fn run(cli: Cli) -> Result<()> {
             report(&step::bench_step(&spec)?)?
         }
         Command::Pack(args) => report(&pack::run(&args)?)?,
+        Command::Dist(args) => {
+            // The ssl-train built beside this program.
+            let ssl_train = std::env::current_exe()?.with_file_name("ssl-train");
+            report(&dist::bench_dist(&ssl_train, &args)?)?
+        }
     };
     if let Some(path) = cli.json {
         std::fs::write(&path, json)?;

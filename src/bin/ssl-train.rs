@@ -4,6 +4,8 @@
 //! ssl-train                                   # built-in default: shapes, conv4, a few minutes on CPU
 //! ssl-train --config configs/cifar10-cpu.toml --data target/packed/cifar10 --set views=4x32
 //! ssl-train --resume runs/cifar10-cpu --set epochs=20
+//! ssl-train --nproc 2 --config configs/cifar10-cpu.toml --data target/packed/cifar10  # 2 ranks
+//! mpirun -np 8 ssl-train --config ...                                 # ranks from a launcher
 //! ```
 
 #[global_allocator]
@@ -11,11 +13,14 @@ static ALLOCATOR: sslfast::allocator::Allocator = sslfast::allocator::Allocator 
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use sslfast::eval::monitor::train_with_knn;
-use sslfast::train::{Run, RunArgs};
+use sslfast::collective::Group;
+use sslfast::dist;
+use sslfast::eval::monitor::train_with_knn_replicated;
+use sslfast::train::{Replicas, Run, RunArgs};
 
 #[derive(Parser)]
 #[command(
@@ -46,26 +51,49 @@ struct Cli {
     /// Epochs of batches that --dump-batches writes.
     #[arg(long, default_value_t = 1, requires = "dump_batches")]
     dump_epochs: u64,
+    /// Train data-parallel as N local ranks (started under mpirun; needs the `mpi` feature).
+    /// `batch_size` is per rank: the global batch is N x batch_size. Ranks started by mpirun,
+    /// mpiexec or srun are recognised without it.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    nproc: u64,
+    /// Seconds a rank waits in one collective before it decides another rank died or hangs,
+    /// and ends the job.
+    #[arg(long, value_name = "SECS", default_value_t = dist::DEFAULT_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    dist_timeout: u64,
 }
 
 fn main() -> ExitCode {
     sslfast::cli::quiet_on_closed_pipe();
     sslfast::allocator::keep_freed_memory();
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    let args: Vec<_> = std::env::args_os().skip(1).collect();
+    let timeout = Duration::from_secs(cli.dist_timeout);
+    let group = match dist::start(cli.nproc as usize, timeout, &args) {
+        Ok(group) => group,
+        Err(err) => {
+            eprintln!("ssl-train: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(cli, &group) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("ssl-train: {}", sslfast::cli::error_message(&err));
-            ExitCode::from(2)
+            let message = sslfast::cli::error_message(&err);
+            eprintln!("ssl-train: {}{message}", dist::rank_label(&group));
+            dist::exit(&group, 2)
         }
     }
 }
 
-fn run(cli: Cli) -> Result<()> {
+fn run(cli: Cli, group: &Group) -> Result<()> {
+    let primary = group.rank() == 0;
     // Lossy: the record of the command must not stop a run whose arguments are not UTF-8.
     let command: Vec<String> = std::env::args_os()
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
-    println!("{}", command.join(" "));
+    if primary {
+        println!("{}", command.join(" "));
+    }
     let run = Run::resolve(RunArgs {
         config: cli.config,
         data: cli.data,
@@ -82,7 +110,11 @@ fn run(cli: Cli) -> Result<()> {
         );
         return Ok(());
     }
-    let summary = train_with_knn(&run, &command).context("training failed")?;
+    let replicas = Replicas::new(group.clone());
+    let summary = train_with_knn_replicated(&run, &command, replicas).context("training failed")?;
+    if !primary {
+        return Ok(());
+    }
     println!("{summary}");
     if let (Some(before), Some(after)) = (summary.knn_random_init, summary.knn_final) {
         println!(

@@ -9,7 +9,9 @@ use super::features::{centre_view_loader, evaluation_side, extract};
 use super::knn::{bank_fraction, knn_top1};
 use crate::loader::{Loader, LoaderError};
 use crate::model::SslModel;
-use crate::train::{train, Monitor, MonitorError, Run, TrainConfig, TrainError, TrainSummary};
+use crate::train::{
+    train_replicated, Monitor, MonitorError, Replicas, Run, TrainConfig, TrainError, TrainSummary,
+};
 
 pub struct KnnMonitor {
     bank: Loader,
@@ -97,10 +99,23 @@ impl Monitor for KnnMonitor {
 
 /// Trains `run` with the kNN monitor, as `ssl-train` does.
 pub fn train_with_knn(run: &Run, command: &[String]) -> Result<TrainSummary, TrainError> {
-    let mut monitor = KnnMonitor::for_run(run)?;
-    train(
+    train_with_knn_replicated(run, command, Replicas::default())
+}
+
+/// [`train_with_knn`] as one rank of a data-parallel group: rank 0 monitors.
+pub fn train_with_knn_replicated(
+    run: &Run,
+    command: &[String],
+    replicas: Replicas,
+) -> Result<TrainSummary, TrainError> {
+    let mut monitor = match replicas.primary() {
+        true => KnnMonitor::for_run(run)?,
+        false => None,
+    };
+    train_replicated(
         run,
         command,
         monitor.as_mut().map(|m| m as &mut dyn Monitor),
+        replicas,
     )
 }

@@ -62,10 +62,11 @@ pub enum LoaderError {
     WorkerPanicked,
 }
 
-/// `threads`, or every core when it is 0.
+/// `threads`, or when it is 0 the compute pool's size: every core, or this rank's share of
+/// them in a data-parallel run (`RAYON_NUM_THREADS`).
 pub fn worker_threads(threads: usize) -> usize {
     match threads {
-        0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+        0 => rayon::current_num_threads(),
         n => n,
     }
 }
@@ -288,8 +289,9 @@ impl LoaderBuilder {
         );
         if sampler.batches_per_epoch() == 0 {
             return bad(format!(
-                "{} samples make no batch of {batch_size} with drop_last; lower the batch size",
-                sampler.samples_per_epoch()
+                "{} samples make no batch of {} with drop_last; lower the batch size",
+                sampler.subset().len(),
+                sampler.global_batch_size()
             ));
         }
         let pipelines = spec

@@ -1,5 +1,6 @@
 //! Which samples go into which batch: the epoch order (`random`, `quasi`, `sequential`), a seeded
-//! class-balanced `fraction` of the data, disjoint `rank`/`world` parts, batching with `drop_last`,
+//! class-balanced `fraction` of the data, batching with `drop_last`, each rank's share of every
+//! global batch (`world x batch_size` images),
 //! and the cursor `(epoch, batches_done)` from which iteration resumes exactly.
 //!
 //! Positions are indices into the split in storage order. Orders are pure functions of
@@ -10,6 +11,8 @@ use std::collections::BTreeMap;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+
+use crate::collective::share;
 use serde::{Deserialize, Serialize};
 
 /// Default rows in the `quasi` order's shuffle buffer.
@@ -82,12 +85,17 @@ impl Sampler {
         &self.subset
     }
 
-    /// This rank's positions for `epoch`, in order.
+    /// This rank's positions for `epoch`, in order: its shares of the global batches.
     pub fn epoch_order(&self, epoch: u64) -> Vec<u32> {
+        self.batches(epoch).concat()
+    }
+
+    /// Every position of `epoch` in the order the global batches take them.
+    pub fn global_order(&self, epoch: u64) -> Vec<u32> {
         let mut rng = ChaCha8Rng::seed_from_u64(
             self.seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x0DE7,
         );
-        let order = match self.order {
+        match self.order {
             Order::Sequential => self.subset.clone(),
             Order::Random => {
                 let mut all = self.subset.clone();
@@ -95,8 +103,7 @@ impl Sampler {
                 all
             }
             Order::Quasi => self.quasi_order(&mut rng),
-        };
-        self.rank_part(order)
+        }
     }
 
     fn quasi_order(&self, rng: &mut ChaCha8Rng) -> Vec<u32> {
@@ -125,58 +132,43 @@ impl Sampler {
         out
     }
 
-    /// Rank `rank` of `world` takes every world-th position (as PyTorch's DistributedSampler),
-    /// after dropping the tail (`drop_last`) or padding from the start so all parts are equal.
-    fn rank_part(&self, mut order: Vec<u32>) -> Vec<u32> {
-        if self.world <= 1 || order.is_empty() {
-            return order;
-        }
-        let per_rank = if self.drop_last {
-            order.len() / self.world
-        } else {
-            order.len().div_ceil(self.world)
-        };
-        let total = per_rank * self.world;
-        let mut i = 0;
-        while order.len() < total {
-            order.push(order[i]);
-            i += 1;
-        }
-        order.truncate(total);
-        order
-            .into_iter()
-            .skip(self.rank)
-            .step_by(self.world)
-            .collect()
+    /// Images in one global batch: `batch_size` per rank, as PyTorch's DDP counts it.
+    pub fn global_batch_size(&self) -> usize {
+        self.batch_size * self.world.max(1)
     }
 
     /// Samples this rank sees per epoch.
     pub fn samples_per_epoch(&self) -> usize {
-        let n = self.subset.len();
-        match self.world {
-            0 | 1 => n,
-            w if self.drop_last => n / w,
-            w => n.div_ceil(w),
+        let (n, g) = (self.subset.len(), self.global_batch_size());
+        let full = (n / g) * self.batch_size;
+        match self.drop_last {
+            true => full,
+            false => full + share(n % g, self.rank, self.world.max(1)).len(),
         }
     }
 
+    /// Global batches per epoch, the same on every rank.
     pub fn batches_per_epoch(&self) -> usize {
-        let n = self.samples_per_epoch();
+        let (n, g) = (self.subset.len(), self.global_batch_size());
         if self.drop_last {
-            n / self.batch_size
+            n / g
         } else {
-            n.div_ceil(self.batch_size)
+            n.div_ceil(g)
         }
     }
 
-    /// The batches of `epoch`, as position lists.
+    /// This rank's share of each global batch of `epoch`, as position lists. The global batches
+    /// are those one process with a batch of `world x batch_size` would take, and rank r's share
+    /// is its contiguous part of each, so N ranks see exactly the images (and, each view's
+    /// randomness depending only on seed, epoch, image and view, the views) of one. A short
+    /// last batch is shared as evenly as it goes; a rank's share may then be empty.
     pub fn batches(&self, epoch: u64) -> Vec<Vec<u32>> {
-        let order = self.epoch_order(epoch);
+        let order = self.global_order(epoch);
         let n = self.batches_per_epoch();
         order
-            .chunks(self.batch_size)
+            .chunks(self.global_batch_size())
             .take(n)
-            .map(<[u32]>::to_vec)
+            .map(|global| global[share(global.len(), self.rank, self.world.max(1))].to_vec())
             .collect()
     }
 }
@@ -238,18 +230,31 @@ mod tests {
     }
 
     #[test]
-    fn ranks_are_disjoint_and_cover_the_epoch() {
-        let parts: Vec<Vec<u32>> = (0..3)
-            .map(|r| sampler(999, Order::Random, r, 3, true).epoch_order(2))
+    fn rank_shares_make_up_the_one_process_batches() {
+        // 3 ranks x 16 = the batches of one process with 48, split into contiguous thirds.
+        let one = Sampler {
+            batch_size: 48,
+            ..sampler(999, Order::Random, 0, 1, true)
+        };
+        let ranks: Vec<Sampler> = (0..3)
+            .map(|r| sampler(999, Order::Random, r, 3, true))
             .collect();
-        let mut all: Vec<u32> = parts.concat();
-        assert!(parts.iter().all(|p| p.len() == 333));
-        all.sort_unstable();
-        assert_eq!(all, (0..999).collect::<Vec<u32>>());
-        let padded: Vec<usize> = (0..4)
+        assert!(ranks.iter().all(|s| s.batches_per_epoch() == 20));
+        assert!(ranks.iter().all(|s| s.samples_per_epoch() == 320));
+        for (b, global) in one.batches(2).iter().enumerate() {
+            let parts: Vec<Vec<u32>> = ranks.iter().map(|s| s.batches(2)[b].clone()).collect();
+            assert!(parts.iter().all(|p| p.len() == 16));
+            assert_eq!(&parts.concat(), global, "batch {b}");
+        }
+        // A short last batch is shared as evenly as it goes.
+        let short: Vec<usize> = (0..4)
             .map(|r| sampler(10, Order::Random, r, 4, false).epoch_order(0).len())
             .collect();
-        assert_eq!(padded, vec![3; 4]);
+        assert_eq!(short, vec![2, 3, 2, 3]);
+        let counted: Vec<usize> = (0..4)
+            .map(|r| sampler(10, Order::Random, r, 4, false).samples_per_epoch())
+            .collect();
+        assert_eq!(counted, short);
     }
 
     #[test]

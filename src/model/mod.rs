@@ -12,6 +12,7 @@ use candle_core::{ModuleT, Result, Tensor};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
+pub use ops::sync_bn::sync_batch_norm;
 pub use ops::use_candle_ops;
 pub use projector::Projector;
 

@@ -34,11 +34,7 @@ impl ModuleT for Projector {
         let mut y = x.clone();
         for (lin, bn) in &self.hidden {
             let h = lin.forward(&y)?;
-            y = if super::ops::candle_ops_only() {
-                bn.forward_t(&h, train)?.relu()?
-            } else {
-                super::ops::batch_norm::batch_norm(bn, &h, train, true)?
-            };
+            y = super::ops::batch_norm_relu(bn, &h, train, true)?;
         }
         self.out.forward(&y)
     }

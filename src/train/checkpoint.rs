@@ -34,6 +34,14 @@ pub struct TrainState {
     /// another dataset at the same path is refused. Absent in checkpoints of older versions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_manifest_sha256: Option<String>,
+    /// Ranks that trained it (1 in checkpoints of older versions): `batch_size` is per rank, so
+    /// another world size would train on other batches.
+    #[serde(default = "one")]
+    pub world: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 pub fn checkpoint_dir(run: &Path) -> PathBuf {

@@ -59,6 +59,10 @@ pub struct TrainConfig {
     pub warmup_epochs: f64,
     /// `cpu` or `cuda:N` (needs the `cuda` cargo feature).
     pub device: String,
+    /// In a data-parallel run, BatchNorm statistics over the whole global batch instead of each
+    /// rank's share (PyTorch's `SyncBatchNorm`): the result then does not depend on how the
+    /// global batch is split. Off by default, as in DDP.
+    pub sync_bn: bool,
     /// Run directory: resolved config, metrics.jsonl, checkpoint/, summary.json.
     pub out: PathBuf,
     /// Write a checkpoint every this many epochs (and always at the end).
@@ -98,6 +102,7 @@ impl Default for TrainConfig {
             schedule: Schedule::Constant,
             warmup_epochs: 0.0,
             device: "cpu".into(),
+            sync_bn: false,
             out: PathBuf::from("runs/default"),
             checkpoint_every: 1,
             eval_split: "test".into(),

@@ -15,7 +15,7 @@ pub const INIT_FILE: &str = "init.safetensors";
 /// Writes the first `epochs` epochs of `run`'s batches (at most `max_steps_per_epoch` per epoch
 /// when set) and the seeded initial weights into `dir`; returns the number of batches.
 pub fn dump_batches(run: &Run, dir: &Path, epochs: u64) -> Result<usize, TrainError> {
-    let s = setup(run)?;
+    let s = setup(run, &super::Replicas::default())?;
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     s.varmap.save(dir.join(INIT_FILE))?;
     let per_epoch = steps_per_epoch(&run.config, &s.loader);

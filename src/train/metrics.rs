@@ -13,7 +13,8 @@ pub const METRICS_FILE: &str = "metrics.jsonl";
 
 pub struct Metrics {
     path: PathBuf,
-    out: BufWriter<File>,
+    /// `None` on the ranks of a data-parallel run other than rank 0, which writes for all.
+    out: Option<BufWriter<File>>,
 }
 
 impl Metrics {
@@ -32,8 +33,16 @@ impl Metrics {
             })?;
         Ok(Self {
             path,
-            out: BufWriter::new(file),
+            out: Some(BufWriter::new(file)),
         })
+    }
+
+    /// Metrics that go nowhere: another rank writes the run's.
+    pub fn discard() -> Self {
+        Self {
+            path: PathBuf::new(),
+            out: None,
+        }
     }
 
     /// Opens `run/metrics.jsonl` to continue a run from a checkpoint at optimiser step `step`
@@ -72,9 +81,12 @@ impl Metrics {
     }
 
     pub fn write(&mut self, record: &Value) -> Result<(), TrainError> {
+        let Some(out) = &mut self.out else {
+            return Ok(());
+        };
         let line = serde_json::to_string(record).expect("json values serialise");
-        writeln!(self.out, "{line}")
-            .and_then(|()| self.out.flush())
+        writeln!(out, "{line}")
+            .and_then(|()| out.flush())
             .map_err(|error| TrainError::Io {
                 path: self.path.clone(),
                 error,

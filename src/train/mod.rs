@@ -10,6 +10,7 @@ pub mod curves;
 pub mod dump;
 pub mod metrics;
 pub mod optim;
+pub mod replicas;
 pub mod run;
 
 use std::path::{Path, PathBuf};
@@ -29,6 +30,7 @@ use checkpoint::TrainState;
 pub use config::{OptimizerKind, Schedule, TrainConfig};
 use metrics::Metrics;
 use optim::{learning_rate, Optimizer};
+pub use replicas::Replicas;
 pub use run::{Run, RunArgs};
 
 pub const CONFIG_FILE: &str = "config.toml";
@@ -146,10 +148,12 @@ struct Setup {
     k: usize,
 }
 
-fn setup(run: &Run) -> Result<Setup, TrainError> {
+fn setup(run: &Run, replicas: &Replicas) -> Result<Setup, TrainError> {
     let cfg = &run.config;
     let loader = Loader::from_config(&crate::loader::LoaderConfig {
         data: run.data.clone(),
+        rank: replicas.rank(),
+        world: replicas.world(),
         ..cfg.loader.clone()
     })?;
     let k = loader.views().views();
@@ -191,17 +195,34 @@ fn measure(monitor: &mut dyn Monitor, s: &Setup) -> Result<f64, TrainError> {
 pub fn train(
     run: &Run,
     command: &[String],
-    mut monitor: Option<&mut dyn Monitor>,
+    monitor: Option<&mut dyn Monitor>,
 ) -> Result<TrainSummary, TrainError> {
-    let mut trainer = Trainer::start(run, command)?;
+    train_replicated(run, command, monitor, Replicas::default())
+}
+
+/// [`train`] as one rank of a data-parallel group (see [`replicas`]): every rank calls it with
+/// the same run; rank 0 writes the run's files and measures with `monitor`.
+pub fn train_replicated(
+    run: &Run,
+    command: &[String],
+    mut monitor: Option<&mut dyn Monitor>,
+    replicas: Replicas,
+) -> Result<TrainSummary, TrainError> {
+    if !replicas.primary() {
+        monitor = None;
+    }
+    let mut trainer = Trainer::start(run, command, replicas)?;
     let mut knn_random_init = None;
-    if let (Some(m), false) = (monitor.as_deref_mut(), run.resume) {
-        let value = measure(m, &trainer.s)?;
-        knn_random_init = Some(value);
-        let record =
-            json!({ "kind": "epoch", "epoch": 0, m.metric(): value, "note": "random init" });
-        println!("{record}");
-        trainer.metrics.write(&record)?;
+    if !run.resume {
+        if let Some(m) = monitor.as_deref_mut() {
+            let value = measure(m, &trainer.s)?;
+            knn_random_init = Some(value);
+            let record =
+                json!({ "kind": "epoch", "epoch": 0, m.metric(): value, "note": "random init" });
+            println!("{record}");
+            trainer.metrics.write(&record)?;
+        }
+        trainer.replicas.barrier()?;
     }
     let start = Instant::now();
     let mut knn_final = None;
@@ -225,9 +246,12 @@ pub fn train(
         train_seconds: trainer.train_seconds,
         images_per_s: trainer.images as f64 / trainer.train_seconds.max(1e-9),
     };
-    let path = run.dir().join(SUMMARY_FILE);
-    let text = serde_json::to_string_pretty(&summary).expect("summary serialises");
-    std::fs::write(&path, text).map_err(io(&path))?;
+    if trainer.replicas.primary() {
+        let path = run.dir().join(SUMMARY_FILE);
+        let text = serde_json::to_string_pretty(&summary).expect("summary serialises");
+        std::fs::write(&path, text).map_err(io(&path))?;
+    }
+    trainer.replicas.barrier()?;
     Ok(summary)
 }
 
@@ -241,6 +265,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError {
 struct Trainer<'a> {
     run: &'a Run,
     s: Setup,
+    replicas: Replicas,
     optimizer: Optimizer,
     state: TrainState,
     metrics: Metrics,
@@ -255,9 +280,12 @@ struct Trainer<'a> {
 impl<'a> Trainer<'a> {
     /// Checks the run directory (and a resume's checkpoint), builds the model, loader and
     /// optimiser, and writes the resolved config and the metrics' start record.
-    fn start(run: &'a Run, command: &[String]) -> Result<Self, TrainError> {
+    fn start(run: &'a Run, command: &[String], mut replicas: Replicas) -> Result<Self, TrainError> {
         let (cfg, dir) = (&run.config, run.dir());
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let primary = replicas.primary();
+        if primary {
+            std::fs::create_dir_all(dir).map_err(io(dir))?;
+        }
         if !run.resume && checkpoint::checkpoint_dir(dir).exists() {
             return Err(TrainError::RunExists {
                 dir: dir.to_path_buf(),
@@ -266,7 +294,8 @@ impl<'a> Trainer<'a> {
         if run.resume {
             run::check_resumable(cfg, dir)?;
         }
-        let mut s = setup(run)?;
+        crate::model::sync_batch_norm(cfg.sync_bn.then(|| replicas.group().clone()));
+        let mut s = setup(run, &replicas)?;
         let mut optimizer = Optimizer::new(&s.varmap, cfg.optimizer, cfg.weight_decay)?;
         let manifest = run.data.join(crate::shard::manifest::MANIFEST_FILE);
         let data_sha256 = std::fs::read(&manifest)
@@ -277,9 +306,22 @@ impl<'a> Trainer<'a> {
             step: 0,
             seed: cfg.loader.seed,
             data_manifest_sha256: Some(data_sha256.clone()),
+            world: replicas.world(),
         };
         if run.resume {
             state = checkpoint::load_state(dir)?;
+            if state.world != replicas.world() {
+                return Err(TrainError::NotResumable {
+                    run: dir.to_path_buf(),
+                    changes: format!(
+                        "world size {} -> {} (batch_size is per rank, so the batches would \
+                         differ); resume with --nproc {}",
+                        state.world,
+                        replicas.world(),
+                        state.world
+                    ),
+                });
+            }
             if state
                 .data_manifest_sha256
                 .as_ref()
@@ -296,23 +338,27 @@ impl<'a> Trainer<'a> {
             }
             checkpoint::load_weights(dir, &mut s.varmap, Some((&mut optimizer, state.step)))?;
         }
+        replicas.broadcast_weights(&s.varmap)?;
         let config_text = toml::to_string_pretty(cfg).expect("config serialises");
         // A resume writes its config with its first checkpoint, so one that fails before
         // then leaves the run's config as it was.
-        if !run.resume {
+        if !run.resume && primary {
             let config_path = dir.join(CONFIG_FILE);
             std::fs::write(&config_path, &config_text).map_err(io(&config_path))?;
         }
-        let mut metrics = match run.resume {
-            true => Metrics::resume(dir, state.step, state.cursor.epoch)?,
-            false => Metrics::open(dir, false)?,
+        let mut metrics = match (primary, run.resume) {
+            (false, _) => Metrics::discard(),
+            (true, true) => Metrics::resume(dir, state.step, state.cursor.epoch)?,
+            (true, false) => Metrics::open(dir, false)?,
         };
-        metrics.write(
-            &json!({ "kind": "start", "command": command, "resume": run.resume, "config": cfg }),
-        )?;
+        metrics.write(&json!({
+            "kind": "start", "command": command, "resume": run.resume, "config": cfg,
+            "world": replicas.world(), "engine": replicas.group().engine(),
+        }))?;
         let steps_per_epoch = steps_per_epoch(cfg, &s.loader);
         Ok(Self {
             run,
+            replicas,
             optimizer,
             state,
             metrics,
@@ -339,7 +385,10 @@ impl<'a> Trainer<'a> {
             true => self.state.cursor.batches_done,
             false => 0,
         };
-        let progress = progress_bar(epoch, cfg.epochs, self.steps_per_epoch, first);
+        let progress = match self.replicas.primary() {
+            true => progress_bar(epoch, cfg.epochs, self.steps_per_epoch, first),
+            false => ProgressBar::hidden(),
+        };
         let mut batches = self.s.loader.iter_from(Cursor {
             epoch,
             batches_done: first,
@@ -380,6 +429,9 @@ impl<'a> Trainer<'a> {
             record[m.metric()] = json!(value);
             measured = Some(value);
         }
+        if !self.replicas.primary() {
+            return Ok(measured);
+        }
         println!("{record}");
         self.metrics.write(&record)?;
         // A picture that cannot be drawn is no reason to stop training.
@@ -414,22 +466,28 @@ impl<'a> Trainer<'a> {
     ) -> Result<Option<f32>, TrainError> {
         let cfg = &self.run.config;
         let step_start = Instant::now();
-        if batch.len() < 2 {
-            // A lone image: every standard deviation of the loss divides by zero.
+        self.replicas.start_step();
+        let counts = self.replicas.counts(batch.len())?;
+        let images: usize = counts.iter().sum();
+        if images < 2 || counts.contains(&0) {
+            // A lone image: every standard deviation of the loss divides by zero. (A rank
+            // without a share of a tiny last batch would have nothing to normalise either.)
             let record =
-                json!({ "kind": "skip", "epoch": epoch, "batch": number, "images": batch.len() });
+                json!({ "kind": "skip", "epoch": epoch, "batch": number, "images": images });
             self.metrics.write(&record)?;
             return Ok(None);
         }
         let inputs = batch.to_tensors(&self.s.device, cfg.mean, cfg.std)?;
-        let parts = cfg
-            .loss
-            .compute(&self.s.model.embed(&inputs, true)?, self.s.k)?;
+        let local = self.s.model.embed(&inputs, true)?;
+        let z = self.replicas.gather_embeddings(&local, self.s.k, &counts)?;
+        let parts = cfg.loss.compute(&z, self.s.k)?;
         let value = parts.total.to_dtype(DType::F32)?.to_scalar::<f32>()?;
         if !value.is_finite() {
             return Err(self.non_finite(value, epoch));
         }
-        let grads = parts.total.backward()?;
+        let mut grads = parts.total.backward()?;
+        self.replicas
+            .reduce_gradients(&mut grads, self.optimizer.parameters())?;
         let total_steps = self.steps_per_epoch as u64 * cfg.epochs;
         let cosine = cfg.schedule == Schedule::Cosine;
         let lr = learning_rate(cfg.lr, self.state.step, self.warmup, total_steps, cosine);
@@ -437,18 +495,22 @@ impl<'a> Trainer<'a> {
         self.state.step += 1;
         // The step's time includes the wait for its batch, as a user's wall clock does.
         let seconds = step_start.elapsed().as_secs_f64() + waited;
-        self.images += batch.len();
+        self.images += images;
         self.train_seconds += seconds;
         self.last_loss = value;
         let mut record = json!({
             "kind": "step", "epoch": epoch, "step": self.state.step, "loss": value, "lr": lr,
-            "images_per_s": batch.len() as f64 / seconds, "data_wait": waited / seconds,
+            "images_per_s": images as f64 / seconds, "data_wait": waited / seconds,
         });
+        if self.replicas.world() > 1 {
+            record["comm_seconds"] = json!(self.replicas.comm_seconds);
+            record["comm_bytes"] = json!(self.replicas.comm_bytes);
+        }
         for (name, t) in &parts.terms {
             record[*name] = json!(t.to_dtype(DType::F32)?.to_scalar::<f32>()?);
         }
         self.metrics.write(&record)?;
-        let rate = batch.len() as f64 / seconds;
+        let rate = images as f64 / seconds;
         progress.set_message(format!("loss {value:.4} {rate:.0} img/s"));
         Ok(Some(value))
     }

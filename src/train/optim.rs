@@ -54,6 +54,11 @@ impl Optimizer {
         })
     }
 
+    /// The trainable parameters, sorted by name (the same order on every rank).
+    pub fn parameters(&self) -> impl Iterator<Item = &Var> {
+        self.params.iter().map(|(_, var, _, _)| var)
+    }
+
     pub fn steps_taken(&self) -> u64 {
         self.step
     }

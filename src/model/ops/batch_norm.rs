@@ -14,6 +14,8 @@
 use std::sync::{Arc, Mutex};
 
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, Var};
+
+use super::sync_bn::{self, Synced};
 use candle_nn::ModuleT;
 use rayon::prelude::*;
 
@@ -64,6 +66,13 @@ pub(super) fn fused_affine(
     let fused = train && x.device().is_cpu() && x.dtype() == DType::F32 && x.rank() >= 2;
     match bn.weight_and_bias().filter(|_| fused) {
         Some((gamma, beta)) => Ok(Some(Tensor::stack(&[gamma, beta], 0)?)),
+        // candle's layer knows nothing of the group: it would train on local statistics.
+        None if train && sync_bn::current().is_some() => candle_core::bail!(
+            "sync_bn needs the fused CPU BatchNorm (f32 on the CPU, not --use-candle-ops); \
+             this is {:?} on {:?}",
+            x.dtype(),
+            x.device().location()
+        ),
         None => Ok(None),
     }
 }
@@ -101,8 +110,10 @@ pub(super) struct Stats {
     inv_std: Vec<f32>,
     gamma: Vec<f32>,
     beta: Vec<f32>,
-    /// Values per channel, `N·H·W`.
+    /// Values per channel, `N·H·W` (over the whole group when synchronised).
     count: usize,
+    /// The group the statistics were taken over, for the backward pass.
+    sync: Synced,
 }
 
 impl Stats {
@@ -181,7 +192,7 @@ fn normalise(
     if residual.is_some_and(|r| r.len() != x.len()) {
         candle_core::bail!("batch-norm: residual and input differ in size");
     }
-    let stats = batch_stats(dims, x, (gamma, beta), eps);
+    let stats = batch_stats(dims, x, (gamma, beta), eps)?;
     let (scale, shift) = stats.scale_shift();
     let mut y = super::zeros(x.len());
     y.par_chunks_mut(c * hw)
@@ -206,31 +217,42 @@ fn normalise(
     Ok((y, stats))
 }
 
-/// Batch mean and variance of `x` per channel, with the affine parameters.
+/// Batch mean and variance of `x` per channel (over the group set by
+/// [`sync_bn::sync_batch_norm`], if any), with the affine parameters.
 pub(super) fn batch_stats(
     dims: (usize, usize, usize),
     x: &[f32],
     (gamma, beta): (&[f32], &[f32]),
     eps: f32,
-) -> Stats {
+) -> Result<Stats> {
     let (n, _, hw) = dims;
-    let count = n * hw;
-    let sums = per_channel(dims, |_, r| (x[r].iter().sum(), 0.0));
-    let mean: Vec<f32> = sums.iter().map(|s| (s.0 / count as f64) as f32).collect();
+    let sync = Synced(sync_bn::current());
+    // The count travels with the sums: a group's shares of a last batch may differ in size.
+    let mut sums: Vec<f64> = per_channel(dims, |_, r| (x[r].iter().sum(), 0.0))
+        .iter()
+        .map(|s| s.0)
+        .collect();
+    sums.push((n * hw) as f64);
+    let sums = sync.sum(sums)?;
+    let (sums, count) = sums.split_at(sums.len() - 1);
+    let count = count[0];
+    let mean: Vec<f32> = sums.iter().map(|s| (s / count) as f32).collect();
     let sq = per_channel(dims, |ch, r| {
         let m = mean[ch];
         (x[r].iter().map(|v| (v - m) * (v - m)).sum(), 0.0)
     });
-    let var: Vec<f32> = sq.iter().map(|s| (s.0 / count as f64) as f32).collect();
+    let sq = sync.sum(sq.iter().map(|s| s.0).collect())?;
+    let var: Vec<f32> = sq.iter().map(|s| (s / count) as f32).collect();
     let inv_std = var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
-    Stats {
+    Ok(Stats {
         mean,
         var,
         inv_std,
         gamma: gamma.to_vec(),
         beta: beta.to_vec(),
-        count,
-    }
+        count: count as usize,
+        sync,
+    })
 }
 
 /// Training-mode BatchNorm over `(x, [γ; β])` (then ReLU if `relu`), and over
@@ -370,7 +392,7 @@ impl CustomOp3 for BatchNormBackward {
         if self.residual_grad {
             d_residual.copy_from_slice(dx);
         }
-        backward_in_place(dims, x, &self.stats, dx, d_affine);
+        backward_in_place(dims, x, &self.stats, dx, d_affine)?;
         let len = out.len();
         Ok((CpuStorage::F32(out), Shape::from(len)))
     }
@@ -378,13 +400,14 @@ impl CustomOp3 for BatchNormBackward {
 
 /// The closed-form backward over `x`, in place: `grad` holds the gradient at the normalised
 /// output (ReLU mask already applied) on entry and `dx` on return; `[dγ; dβ]` go to `d_affine`.
+/// Synchronised statistics make `dx` use the group's sums and `[dγ; dβ]` this rank's share.
 pub(super) fn backward_in_place(
     dims: (usize, usize, usize),
     x: &[f32],
     stats: &Stats,
     grad: &mut [f32],
     d_affine: &mut [f32],
-) {
+) -> Result<()> {
     let (_, c, hw) = dims;
     let Stats {
         mean,
@@ -395,11 +418,12 @@ pub(super) fn backward_in_place(
     } = stats;
     // Per channel: dβ = Σ g and dγ = Σ g x̂.
     let g = &*grad;
-    let sums = per_channel(dims, |ch, r| {
+    let local = per_channel(dims, |ch, r| {
         let (m, s) = (mean[ch], inv_std[ch]);
         (g[r.clone()].iter().zip(&x[r]))
             .fold((0.0, 0.0), |(a, b), (&g, &x)| (a + g, b + g * (x - m) * s))
     });
+    let sums = stats.sync.sum_pairs(&local)?;
     let m = *count as f64;
     grad.par_chunks_mut(c * hw)
         .zip(x.par_chunks(c * hw))
@@ -414,10 +438,11 @@ pub(super) fn backward_in_place(
                 }
             }
         });
-    for (ch, (db, dg)) in sums.iter().enumerate() {
+    for (ch, (db, dg)) in local.iter().enumerate() {
         d_affine[ch] = *dg as f32;
         d_affine[c + ch] = *db as f32;
     }
+    Ok(())
 }
 
 /// Zeroes `grad` where the ReLU's output `y` was clipped.

@@ -81,7 +81,7 @@ impl CustomOp3 for BnReluConv2d {
                 affine.len() / 2
             );
         }
-        let stats = batch_norm::batch_stats(dims, z, affine.split_at(dims.1), self.eps);
+        let stats = batch_norm::batch_stats(dims, z, affine.split_at(dims.1), self.eps)?;
         let y = conv2d::forward(&g, z, Some(&activation(&stats)), w);
         *self.stats.lock().expect("batch-norm stats") = stats;
         Ok((CpuStorage::F32(y), g.out_shape()))
@@ -143,7 +143,7 @@ impl CustomOp3 for BnReluConv2dBackward {
         // dz first holds the gradient at the activation relu(bn(z)), the conv's actual input.
         conv2d::backward(&g, (z, Some(&act)), w, dy, dz, dw);
         batch_norm::mask_by_input(dims, dz, z, (&act.scale, &act.shift));
-        batch_norm::backward_in_place(dims, z, &self.stats, dz, d_affine);
+        batch_norm::backward_in_place(dims, z, &self.stats, dz, d_affine)?;
         let len = out.len();
         Ok((CpuStorage::F32(out), Shape::from(len)))
     }

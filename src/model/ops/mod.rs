@@ -8,6 +8,7 @@ pub mod bn_relu_conv;
 pub mod conv2d;
 pub(crate) mod gemm;
 pub mod max_pool;
+pub mod sync_bn;
 
 use candle_core::{CpuStorage, Layout, Module, ModuleT, Result, Tensor};
 use rayon::prelude::*;
@@ -25,6 +26,16 @@ pub fn use_candle_ops(on: bool) {
 
 pub(crate) fn candle_ops_only() -> bool {
     CANDLE_OPS_ONLY.with(|c| c.get())
+}
+
+/// Whether a BatchNorm goes to candle's layer: [`use_candle_ops`] is on. Refused in training
+/// with synchronised BatchNorm, which candle's layer would silently leave local.
+fn candle_batch_norm(train: bool) -> Result<bool> {
+    let candle = candle_ops_only();
+    if candle && train && sync_bn::current().is_some() {
+        candle_core::bail!("sync_bn needs our fused BatchNorm; turn use_candle_ops off");
+    }
+    Ok(candle)
 }
 
 /// Conv, BatchNorm (training mode updates running stats), ReLU: on the CPU our im2col/GEMM
@@ -55,7 +66,7 @@ pub(crate) fn batch_norm_relu(
     train: bool,
     relu: bool,
 ) -> Result<Tensor> {
-    if candle_ops_only() {
+    if candle_batch_norm(train)? {
         let y = bn.forward_t(z, train)?;
         return if relu { y.relu() } else { Ok(y) };
     }
@@ -70,7 +81,7 @@ pub(crate) fn bn_relu_conv(
     conv: &candle_nn::Conv2d,
     train: bool,
 ) -> Result<Tensor> {
-    if candle_ops_only() {
+    if candle_batch_norm(train)? {
         return conv.forward(&bn.forward_t(z, train)?.relu()?);
     }
     let cfg = conv.config();
@@ -104,7 +115,7 @@ pub(crate) fn batch_norm_add_relu(
     residual: &Tensor,
     train: bool,
 ) -> Result<Tensor> {
-    if candle_ops_only() {
+    if candle_batch_norm(train)? {
         return (bn.forward_t(z, train)? + residual)?.relu();
     }
     batch_norm::batch_norm_add_relu(bn, z, residual, train)
