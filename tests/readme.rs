@@ -24,6 +24,10 @@ const SHORTER: &[(&str, &str)] = &[
         "--set data=\"SMALL\" --set epochs=1 --set max_steps_per_epoch=1 --set batch_size=50",
     ),
     (
+        "target/release/ssl-train --nproc 2 --config configs/cifar10-cpu.toml --set batch_size=128 --set sync_bn=true --out runs/cifar10-cpu-2ranks",
+        "--set epochs=1 --set max_steps_per_epoch=2 --set eval_split=\"\"",
+    ),
+    (
         "target/release/ssl-sweep run sweeps/cpu/pdim-lambda.toml",
         "--dry-run",
     ),
@@ -39,6 +43,10 @@ const ELSEWHERE: &[(&str, &str)] = &[
     ("bash .ci/run", "runs the tests, this one included"),
     ("cargo build --release", "cargo test built the binaries"),
     ("PYTHON=", "needs PyTorch; the script must exist and parse"),
+    (
+        "tools/compare-ranks.sh",
+        "runs the release binaries on all of CIFAR-10; tests/dist.rs checks the same equivalence",
+    ),
     (
         "tools/fuzz.sh",
         "the fuzz harness runs as its own test, tests/fuzz.rs",

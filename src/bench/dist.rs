@@ -151,8 +151,10 @@ fn measure(run: &Path, ranks: usize, warmup: usize) -> Result<DistRow, DistBench
             run.display()
         )));
     }
-    let mean =
-        |key: &str| steps.iter().filter_map(|r| r[key].as_f64()).sum::<f64>() / steps.len() as f64;
+    // `+ 0.0`: an empty sum (one rank has no communication) is -0.0.
+    let mean = |key: &str| {
+        steps.iter().filter_map(|r| r[key].as_f64()).sum::<f64>() / steps.len() as f64 + 0.0
+    };
     let global_batch = per_rank.unwrap_or(0) * ranks as u64;
     // Each record's rate is its batch over its step's seconds: the mean step from them.
     let step_seconds = steps
