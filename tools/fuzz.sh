@@ -5,7 +5,6 @@
 # (all must be 0); a failing input is saved under target/fuzz-crashers/<target>/.
 #
 #   tools/fuzz.sh --minutes 30 [--seed 7]
-#   FUZZ_SLOW=1 tools/fuzz.sh --minutes 1   # also replays tests/fixtures/fuzz-slow (see tests/fuzz.rs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 minutes=1
@@ -17,5 +16,5 @@ while [[ $# -gt 0 ]]; do
     *) echo "usage: tools/fuzz.sh [--minutes N] [--seed S]" >&2; exit 2 ;;
   esac
 done
-FUZZ_SECONDS=$((minutes * 60)) FUZZ_SEED=$seed FUZZ_SLOW=${FUZZ_SLOW:-0} FUZZ_CASES=0 \
+FUZZ_SECONDS=$((minutes * 60)) FUZZ_SEED=$seed \
   cargo test --release --test fuzz -- --nocapture 2>&1 | grep -E "^fuzz:|panicked|FAILED|test result|case"

@@ -5,6 +5,7 @@ pub mod codec;
 pub mod contain;
 pub mod export;
 pub mod manifest;
+pub mod page_headers;
 pub mod reader;
 pub mod schema;
 pub mod staging;

@@ -234,12 +234,16 @@ impl Shard {
         group: usize,
         with_images: bool,
     ) -> Result<RecordBatch, ShardError> {
-        let rows = metadata
+        let group_meta = metadata
             .metadata()
             .row_groups()
             .get(group)
-            .ok_or_else(|| self.no_group(group))?
-            .num_rows();
+            .ok_or_else(|| self.no_group(group))?;
+        super::page_headers::check(data, group_meta).map_err(|problem| ShardError::Schema {
+            file: self.name.clone(),
+            problem: format!("row group {group}: {problem}"),
+        })?;
+        let rows = group_meta.num_rows();
         let parquet_err = |source| ShardError::Parquet {
             file: self.path.clone(),
             error: source,
