@@ -66,7 +66,27 @@ fn main() -> ExitCode {
     sslfast::cli::quiet_on_closed_pipe();
     sslfast::allocator::keep_freed_memory();
     let cli = Cli::parse();
-    let args: Vec<_> = std::env::args_os().skip(1).collect();
+    let mut args: Vec<_> = std::env::args_os().skip(1).collect();
+    match dist::will_launch(cli.nproc as usize) {
+        // The ranks must share one run directory and find the built-in data packed: both are
+        // settled here, once, before they start.
+        Ok(true) if cli.out.is_none() && cli.resume.is_none() => match Run::resolve(run_args(&cli))
+        {
+            Ok(run) => args.extend(["--out".into(), run.dir().as_os_str().to_owned()]),
+            Err(err) => {
+                eprintln!(
+                    "ssl-train: {}",
+                    sslfast::cli::error_message(&anyhow::Error::from(err))
+                );
+                return ExitCode::from(2);
+            }
+        },
+        Ok(_) => {}
+        Err(err) => {
+            eprintln!("ssl-train: {err}");
+            return ExitCode::from(2);
+        }
+    }
     let timeout = Duration::from_secs(cli.dist_timeout);
     let group = match dist::start(cli.nproc as usize, timeout, &args) {
         Ok(group) => group,
@@ -85,6 +105,16 @@ fn main() -> ExitCode {
     }
 }
 
+fn run_args(cli: &Cli) -> RunArgs {
+    RunArgs {
+        config: cli.config.clone(),
+        data: cli.data.clone(),
+        out: cli.out.clone(),
+        resume: cli.resume.clone(),
+        sets: cli.sets.clone(),
+    }
+}
+
 fn run(cli: Cli, group: &Group) -> Result<()> {
     let primary = group.rank() == 0;
     // Lossy: the record of the command must not stop a run whose arguments are not UTF-8.
@@ -94,13 +124,7 @@ fn run(cli: Cli, group: &Group) -> Result<()> {
     if primary {
         println!("{}", command.join(" "));
     }
-    let run = Run::resolve(RunArgs {
-        config: cli.config,
-        data: cli.data,
-        out: cli.out,
-        resume: cli.resume,
-        sets: cli.sets,
-    })?;
+    let run = Run::resolve(run_args(&cli))?;
     if let Some(dir) = &cli.dump_batches {
         let n = sslfast::train::dump::dump_batches(&run, dir, cli.dump_epochs)
             .context("dumping batches failed")?;

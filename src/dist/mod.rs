@@ -21,6 +21,9 @@ pub use launcher::Launch;
 /// rank 0's kNN monitor between epochs, short enough that a hung job ends the same hour.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
+const BUILD_WITH_MPI: &str = "build with `cargo build --release --features mpi` (needs apt-get \
+                              install libopenmpi-dev openmpi-bin libclang-dev)";
+
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DistError {
@@ -30,8 +33,7 @@ pub enum DistError {
     Launch(String),
     #[error(
         "{launcher} started this process as rank {rank} of {world}, but this ssl-train was built \
-         without the `mpi` feature: build it with `cargo build --release --features mpi` (needs \
-         apt-get install libopenmpi-dev openmpi-bin libclang-dev)"
+         without the `mpi` feature: {BUILD_WITH_MPI}"
     )]
     NotBuilt {
         launcher: &'static str,
@@ -61,6 +63,12 @@ pub enum DistError {
     Mpi(String),
 }
 
+/// Whether [`start`] will re-run this command as `nproc` ranks: more than one asked for and no
+/// launcher started this process.
+pub fn will_launch(nproc: usize) -> Result<bool, DistError> {
+    Ok(nproc > 1 && launcher::detect(|k| std::env::var(k).ok())?.is_none())
+}
+
 /// Joins the group this process belongs to; call it first in `main`, before any thread starts.
 /// Not under a launcher and with `nproc` > 1, re-runs `args` as `nproc` ranks under `mpirun`
 /// instead (returning only on failure). `timeout` bounds each collective.
@@ -68,7 +76,11 @@ pub fn start(nproc: usize, timeout: Duration, args: &[OsString]) -> Result<Group
     let launch = launcher::detect(|k| std::env::var(k).ok())?;
     let Some(launch) = launch else {
         if nproc > 1 {
-            check_built("ssl-train --nproc", 0, nproc)?;
+            if !cfg!(feature = "mpi") {
+                return Err(DistError::Launch(format!(
+                    "--nproc {nproc} needs the `mpi` feature: {BUILD_WITH_MPI}"
+                )));
+            }
             return Err(launcher::exec_mpirun(nproc, args));
         }
         return Ok(Arc::new(Local));
@@ -98,17 +110,6 @@ pub fn start(nproc: usize, timeout: Duration, args: &[OsString]) -> Result<Group
     Ok(Arc::new(watchdog::Watched::new(group, timeout)))
 }
 
-fn check_built(launcher: &'static str, rank: usize, world: usize) -> Result<(), DistError> {
-    match cfg!(feature = "mpi") {
-        true => Ok(()),
-        false => Err(DistError::NotBuilt {
-            launcher,
-            rank,
-            world,
-        }),
-    }
-}
-
 #[cfg(feature = "mpi")]
 fn join_mpi(launch: &Launch) -> Result<Group, DistError> {
     use crate::collective::Collective;
@@ -128,8 +129,11 @@ fn join_mpi(launch: &Launch) -> Result<Group, DistError> {
 
 #[cfg(not(feature = "mpi"))]
 fn join_mpi(launch: &Launch) -> Result<Group, DistError> {
-    check_built(launch.launcher, launch.rank, launch.world)?;
-    unreachable!("check_built fails without the mpi feature")
+    Err(DistError::NotBuilt {
+        launcher: launch.launcher,
+        rank: launch.rank,
+        world: launch.world,
+    })
 }
 
 /// Gives each rank its share of the machine's cores for compute and data loading (rayon's
