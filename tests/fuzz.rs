@@ -3,7 +3,8 @@
 //! byte runs, interesting words, truncation, insertion, splices; for manifests also values
 //! swapped for extreme ones) and handed to what reads them in production: the source decoder,
 //! `verify`, the loader, `Manifest::load` and `inspect`'s table, the checkpoint reader. Every
-//! case must end within its timeout in a result or an error (for shards, one naming the file);
+//! case must end within its timeout in a result or an error (for shards, one naming the file;
+//! a shard changed without resealing its checksum must be refused by `verify` and the loader);
 //! a panic outside the decoders' containment or a hang fails the run, and the input is saved
 //! under `target/fuzz-crashers/<target>/`. Copy it to `tests/fixtures/fuzz/<target>/` to keep it:
 //! every file there is replayed first, as a regression case.
@@ -218,37 +219,36 @@ fn plant_shard(dir: &Path, file: &str, bytes: &[u8], reseal: bool) {
 }
 
 /// Reads a dataset the ways production does; errors must name one of `files` (or the manifest).
-fn read_dataset(dir: &Path, files: &[String]) -> Result<(), String> {
+/// Returns whether `verify` and the loader each refused it.
+fn read_dataset(dir: &Path, files: &[String]) -> Result<(bool, bool), String> {
     let name = |e: String| match files.iter().any(|f| e.contains(f.as_str()))
         || e.contains("manifest.json")
     {
         true => Ok(()),
         false => Err(format!("an error that names none of {files:?}: {e}")),
     };
-    match sslfast::shard::verify::verify(dir) {
+    let verify_refused = match sslfast::shard::verify::verify(dir) {
         Ok(report) => {
             for fault in &report.faults {
                 name(fault.clone())?;
             }
+            !report.faults.is_empty()
         }
-        Err(e) => name(e.to_string())?,
-    }
+        Err(e) => name(e.to_string()).map(|()| true)?,
+    };
     let loader = Loader::builder(dir)
         .with_views("2x8")
         .with_batch_size(2)
         .with_threads(1)
         .build();
-    match loader {
-        Err(e) => name(e.to_string()),
-        Ok(loader) => {
-            for batch in loader.epoch(0) {
-                if let Err(e) = batch {
-                    return name(e.to_string());
-                }
-            }
-            Ok(())
-        }
-    }
+    let loader_refused = match loader {
+        Err(e) => name(e.to_string()).map(|()| true)?,
+        Ok(loader) => match loader.epoch(0).find_map(Result::err) {
+            Some(e) => name(e.to_string()).map(|()| true)?,
+            None => false,
+        },
+    };
+    Ok((verify_refused, loader_refused))
 }
 
 /// One case: `bytes` into `target`. `Err` describes a failure (other than a panic or a hang).
@@ -270,8 +270,19 @@ fn run_case(
                 _ => (&seeds.arrow, "train/part-00000.arrow"),
             };
             copy_dir(src, scratch);
+            let changed = std::fs::read(scratch.join(file)).unwrap() != bytes;
             plant_shard(scratch, file, bytes, reseal);
-            read_dataset(scratch, &[file.to_string()])
+            let refused = read_dataset(scratch, &[file.to_string()])?;
+            // Bytes that no longer match the manifest's checksum must never be read as data.
+            match (changed && !reseal, refused) {
+                (true, (false, _)) => {
+                    Err("silent acceptance: verify passed a changed shard".into())
+                }
+                (true, (_, false)) => {
+                    Err("silent acceptance: the loader read a changed shard".into())
+                }
+                _ => Ok(()),
+            }
         }
         Target::Manifest => {
             copy_dir(&seeds.parquet, scratch);
@@ -280,9 +291,12 @@ fn run_case(
                 let _ = m.table(scratch);
                 // A lie about a shard may be caught at the shard: errors name it (as the
                 // manifest, mutated or not, names it) or the manifest.
-                let files: Vec<String> = (m.splits.values())
-                    .flat_map(|s| s.shards.iter().map(|shard| shard.file.clone()))
-                    .collect();
+                // (or the shard on disk, which a renamed entry leaves unlisted).
+                let mut files = vec!["train/part-".to_string()];
+                files.extend(
+                    (m.splits.values())
+                        .flat_map(|s| s.shards.iter().map(|shard| shard.file.clone())),
+                );
                 read_dataset(scratch, &files)?;
             }
             Ok(())
@@ -432,13 +446,16 @@ fn mutated_inputs_end_in_a_result_or_an_error_naming_the_file() {
         "fuzz: {cases} cases in {seconds} s (seed {seed}): {}",
         counts.join(", ")
     );
+    let kinds = ["panic", "hang", "silent acceptance"];
+    let count = |kind: &str| failures.iter().filter(|f| f.contains(kind)).count();
     println!(
-        "fuzz: {} panics, {} hangs, {} other failures",
-        failures.iter().filter(|f| f.contains("panic")).count(),
-        failures.iter().filter(|f| f.contains("hang")).count(),
+        "fuzz: {} panics, {} hangs, {} silent acceptances, {} other failures",
+        count("panic"),
+        count("hang"),
+        count("silent acceptance"),
         failures
             .iter()
-            .filter(|f| !f.contains("panic") && !f.contains("hang"))
+            .filter(|f| !kinds.iter().any(|k| f.contains(k)))
             .count()
     );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
