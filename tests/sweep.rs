@@ -1,6 +1,7 @@
 //! ssl-sweep end to end on the built-in data: a 2-point grid of 2-epoch runs where one point was
 //! interrupted after its first epoch, run (the interrupted point resumes), run again (nothing is
-//! retrained), and reported (tables and figures), through the library and the binary.
+//! retrained), and reported (tables and figures), through the library and the binary; then a
+//! second grid reuses the first one's finished point instead of retraining it.
 
 mod common;
 
@@ -56,7 +57,7 @@ fn a_sweep_resumes_its_interrupted_point_skips_finished_ones_and_reports() {
         PointState::Interrupted
     );
 
-    let results = sweep::run(&dir, &config).unwrap();
+    let results = sweep::run(&dir, &config, &[]).unwrap();
     for p in &results.points {
         assert_eq!(p.state, PointState::Done, "{}", p.point.name());
         assert_eq!(p.epochs.len(), 2);
@@ -78,7 +79,7 @@ fn a_sweep_resumes_its_interrupted_point_skips_finished_ones_and_reports() {
     // Again: everything is done, nothing is trained.
     let lines = |run: &Path| std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
     let before = (lines(&first), lines(&second));
-    sweep::run(&dir, &config).unwrap();
+    sweep::run(&dir, &config, &[]).unwrap();
     assert_eq!((lines(&first), lines(&second)), before);
 
     let csv = std::fs::read_to_string(dir.join("results.csv")).unwrap();
@@ -117,8 +118,34 @@ fn a_sweep_resumes_its_interrupted_point_skips_finished_ones_and_reports() {
     // Another grid in the same directory is refused, not mixed in.
     let other = SWEEP.replace("[16, 32]", "[16, 64]");
     std::fs::write(&file, other).unwrap();
-    let err = sweep::run(&dir, &SweepConfig::load(&file, &[]).unwrap()).unwrap_err();
+    let err = sweep::run(&dir, &SweepConfig::load(&file, &[]).unwrap(), &[]).unwrap_err();
     assert!(err.to_string().contains("holds another sweep"), "{err}");
+
+    // That grid elsewhere, reusing this one: pdim 16 is copied and only probed, 64 is trained.
+    let other = SweepConfig::load(&file, &[]).unwrap();
+    let elsewhere = tmp.path().join("elsewhere");
+    let results = sweep::run(&elsewhere, &other, &[dir.clone()]).unwrap();
+    assert!(results.points.iter().all(|p| p.state == PointState::Done));
+    let (copied, trained) = (
+        sweep::run_dir(&elsewhere, &other.points()[0]),
+        sweep::run_dir(&elsewhere, &other.points()[1]),
+    );
+    let note: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(copied.join("reused.json")).unwrap())
+            .unwrap();
+    assert_eq!(note["from"], first.display().to_string());
+    assert_eq!(lines(&copied), lines(&first), "copied, not retrained");
+    let config = std::fs::read_to_string(copied.join("config.toml")).unwrap();
+    assert!(config.contains(&copied.display().to_string()), "{config}");
+    let linear = |run: &Path| {
+        let eval = std::fs::read_to_string(run.join("eval.json")).unwrap();
+        let eval: serde_json::Value = serde_json::from_str(&eval).unwrap();
+        assert_eq!(eval["checkpoint"], run.display().to_string());
+        eval["linear_top1"].as_f64().unwrap()
+    };
+    assert_eq!(linear(&copied), linear(&first), "the probe of the copy");
+    assert!(!trained.join("reused.json").exists());
+    assert_eq!(records(&trained, "step").len(), 4);
 }
 
 #[test]

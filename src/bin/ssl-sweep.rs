@@ -4,6 +4,7 @@
 //! ssl-sweep run sweeps/cpu/pdim-lambda.toml            # resumable: run it again to continue
 //! ssl-sweep run sweeps/cpu/views.toml --set epochs=2   # override a key of the sweep's base
 //! ssl-sweep run sweeps/cpu/views.toml --dry-run        # each point and whether it is done
+//! ssl-sweep run sweeps/cpu/fraction.toml --reuse runs/sweeps/views   # copy runs trained there
 //! ssl-sweep report runs/sweeps/pdim-lambda             # redraw results.csv and the figures
 //! ```
 
@@ -43,6 +44,10 @@ enum Command {
         /// List every point and where it stands (new, interrupted, trained, done); train nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Another sweep directory: a new point whose resolved config equals a finished run's
+        /// there (but for `out`) is copied from it and only probed, not retrained. Repeatable.
+        #[arg(long, value_name = "DIR")]
+        reuse: Vec<PathBuf>,
     },
     /// Write results.csv, curves.csv and the figures from DIR's run directories.
     Report { dir: PathBuf },
@@ -67,6 +72,7 @@ fn run(cli: Cli) -> Result<()> {
             dir,
             sets,
             dry_run,
+            reuse,
         } => {
             let config = SweepConfig::load(&sweep, &sets)?;
             let dir = dir.unwrap_or_else(|| {
@@ -74,10 +80,10 @@ fn run(cli: Cli) -> Result<()> {
                 PathBuf::from("runs/sweeps").join(stem)
             });
             if dry_run {
-                print!("{}", sweep::plan(&dir, &config)?);
+                print!("{}", sweep::plan(&dir, &config, &reuse)?);
                 return Ok(());
             }
-            let results = sweep::run(&dir, &config).context("sweep stopped")?;
+            let results = sweep::run(&dir, &config, &reuse).context("sweep stopped")?;
             (dir, results)
         }
         Command::Report { dir } => {

@@ -2,7 +2,8 @@
 //! a base config (any `ssl-train` keys) and axes (a key and its values); every point of their
 //! product is a run directory under `DIR/runs/`, trained with the kNN monitor and then probed
 //! linearly. A finished point is skipped, an interrupted one resumed from its checkpoint, so a
-//! sweep may span several sessions. [`report`] turns the run directories into `results.csv`,
+//! sweep may span several sessions. A new point that another sweep already trained with the same
+//! config is copied from there ([`reuse`]) rather than retrained. [`report`] turns the run directories into `results.csv`,
 //! `curves.csv` and the figures.
 //!
 //! ```toml
@@ -21,6 +22,7 @@
 
 pub mod figures;
 pub mod report;
+pub mod reuse;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -251,18 +253,23 @@ pub fn point_state(sweep: &SweepConfig, run: &Path) -> PointState {
 /// Every point of a sweep with where it stands: what `ssl-sweep run --dry-run` prints.
 pub struct Plan {
     pub dir: PathBuf,
-    pub points: Vec<(Point, PointState)>,
+    /// Each point, its state and, for a new one, the finished run it would be copied from.
+    pub points: Vec<(Point, PointState, Option<PathBuf>)>,
 }
 
 /// Where each point of `sweep` in `dir` stands; every point's config is checked, nothing written.
-pub fn plan(dir: &Path, sweep: &SweepConfig) -> Result<Plan, SweepError> {
+pub fn plan(dir: &Path, sweep: &SweepConfig, reuse: &[PathBuf]) -> Result<Plan, SweepError> {
     let points = sweep
         .points()
         .into_iter()
         .map(|point| {
-            sweep.point_config(&point, dir)?;
+            let cfg = sweep.point_config(&point, dir)?;
             let state = point_state(sweep, &run_dir(dir, &point));
-            Ok((point, state))
+            let from = match state {
+                PointState::New => reuse::find(&cfg, reuse)?,
+                _ => None,
+            };
+            Ok((point, state, from))
         })
         .collect::<Result<_, SweepError>>()?;
     Ok(Plan {
@@ -274,20 +281,26 @@ pub fn plan(dir: &Path, sweep: &SweepConfig) -> Result<Plan, SweepError> {
 impl std::fmt::Display for Plan {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let n = self.points.len();
-        for (i, (point, state)) in self.points.iter().enumerate() {
-            writeln!(f, "point {}/{n} {}: {state:?}", i + 1, point.name())?;
+        for (i, (point, state, from)) in self.points.iter().enumerate() {
+            write!(f, "point {}/{n} {}: {state:?}", i + 1, point.name())?;
+            match from {
+                Some(from) => writeln!(f, " (would reuse {})", from.display())?,
+                None => writeln!(f)?,
+            }
         }
         let done = self
             .points
             .iter()
-            .filter(|(_, s)| *s == PointState::Done)
+            .filter(|(_, s, _)| *s == PointState::Done)
             .count();
         writeln!(f, "{done} of {n} points done in {}", self.dir.display())
     }
 }
 
-/// Runs every point of `sweep` in `dir` that is not done yet, then writes the report.
-pub fn run(dir: &Path, sweep: &SweepConfig) -> Result<SweepResults, SweepError> {
+/// Runs every point of `sweep` in `dir` that is not done yet, then writes the report. A new
+/// point that a finished run under `reuse` (other sweep directories) trained with the same
+/// config is copied from there and only probed.
+pub fn run(dir: &Path, sweep: &SweepConfig, reuse: &[PathBuf]) -> Result<SweepResults, SweepError> {
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let file = dir.join(SWEEP_FILE);
     let text = toml::to_string_pretty(sweep).expect("a sweep serialises");
@@ -307,10 +320,19 @@ pub fn run(dir: &Path, sweep: &SweepConfig) -> Result<SweepResults, SweepError> 
     let mut worked = 0usize;
     for (i, point) in points.iter().enumerate() {
         let run_dir = run_dir(dir, point);
-        let state = point_state(sweep, &run_dir);
+        let mut state = point_state(sweep, &run_dir);
+        let mut reused = None;
+        if state == PointState::New {
+            let cfg = sweep.point_config(point, dir)?;
+            if let Some(from) = reuse::find(&cfg, reuse)? {
+                reuse::copy_run(&from, &run_dir, &cfg)?;
+                state = point_state(sweep, &run_dir);
+                reused = Some(from);
+            }
+        }
         if state != PointState::Done {
             run_point(dir, sweep, point, state)?;
-            worked += 1;
+            worked += usize::from(reused.is_none());
         }
         let left = points.len() - i - 1;
         let eta = match worked {
@@ -320,10 +342,10 @@ pub fn run(dir: &Path, sweep: &SweepConfig) -> Result<SweepResults, SweepError> 
                 start.elapsed().as_secs_f64() / n as f64 * left as f64 / 60.0
             ),
         };
-        let what = if state == PointState::Done {
-            "already done"
-        } else {
-            "done"
+        let what = match (&reused, state) {
+            (Some(from), _) => format!("reused {}", from.display()),
+            (None, PointState::Done) => "already done".into(),
+            (None, _) => "done".into(),
         };
         println!(
             "point {}/{} {}: {what}{eta}",
