@@ -146,6 +146,28 @@ fn a_sweep_resumes_its_interrupted_point_skips_finished_ones_and_reports() {
     assert_eq!(linear(&copied), linear(&first), "the probe of the copy");
     assert!(!trained.join("reused.json").exists());
     assert_eq!(records(&trained, "step").len(), 4);
+
+    // A run carried through git (tools/sweep-carry.sh keeps its files, not its checkpoint) is
+    // reused with its evaluation, which cannot be redone; without one it is not reusable.
+    let carried = tmp.path().join("carried");
+    let carried_run = carried.join(first.file_name().unwrap());
+    std::fs::create_dir_all(&carried_run).unwrap();
+    for file in std::fs::read_dir(&first).unwrap().map(|e| e.unwrap().path()) {
+        if file.is_file() {
+            std::fs::copy(&file, carried_run.join(file.file_name().unwrap())).unwrap();
+        }
+    }
+    let third = tmp.path().join("third");
+    std::fs::write(&file, SWEEP.replace("[16, 32]", "[16]")).unwrap();
+    let one_point = SweepConfig::load(&file, &[]).unwrap();
+    sweep::run(&third, &one_point, &[carried.clone()]).unwrap();
+    let copied = sweep::run_dir(&third, &one_point.points()[0]);
+    assert!(copied.join("reused.json").is_file());
+    let eval = |run: &Path| std::fs::read_to_string(run.join("eval.json")).unwrap();
+    assert_eq!(eval(&copied), eval(&first));
+    std::fs::remove_file(carried_run.join("eval.json")).unwrap();
+    let plan = sweep::plan(&tmp.path().join("fourth"), &one_point, &[carried]).unwrap();
+    assert_eq!(plan.points[0].2, None, "nothing to probe: trained anew");
 }
 
 #[test]

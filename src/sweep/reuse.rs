@@ -10,13 +10,13 @@ use serde_json::json;
 
 use super::{io, SweepError};
 use crate::eval::EVAL_FILE;
-use crate::train::{TrainConfig, CONFIG_FILE, SUMMARY_FILE};
+use crate::train::{checkpoint, TrainConfig, CONFIG_FILE, SUMMARY_FILE};
 
 /// Written into a reused point: where its training came from.
 pub const REUSED_FILE: &str = "reused.json";
 
 /// The first finished run under `sources` (sweep directories or directories of run directories)
-/// trained with `cfg` but for `out`, in name order.
+/// trained with `cfg` but for `out`, in name order, that can still be probed or has been.
 pub fn find(cfg: &TrainConfig, sources: &[PathBuf]) -> Result<Option<PathBuf>, SweepError> {
     let wanted = comparable(cfg);
     for source in sources {
@@ -28,6 +28,7 @@ pub fn find(cfg: &TrainConfig, sources: &[PathBuf]) -> Result<Option<PathBuf>, S
             .map_err(io(&runs))?
             .filter_map(|entry| entry.ok().map(|e| e.path()))
             .filter(|run| run.join(SUMMARY_FILE).is_file())
+            .filter(|run| checkpoint::checkpoint_dir(run).exists() || run.join(EVAL_FILE).is_file())
             .collect::<Vec<_>>();
         candidates.sort();
         for run in candidates {
@@ -55,7 +56,9 @@ fn trained_config(run: &Path) -> Option<TrainConfig> {
 }
 
 /// Copies the run `from` into `to` (a temporary name, then a rename), with `cfg` as its
-/// `config.toml` and without `eval.json`, so the point's probe names its own directory.
+/// `config.toml`. Its `eval.json` is dropped, so that the point's own probe names its directory,
+/// unless `from` has no checkpoint to probe (a point carried through git by
+/// tools/sweep-carry.sh): that evaluation of the same weights under the same config stays.
 pub fn copy_run(from: &Path, to: &Path, cfg: &TrainConfig) -> Result<(), SweepError> {
     let name = to.file_name().unwrap_or_default().to_string_lossy();
     let partial = to.with_file_name(format!(".{name}.reuse-partial"));
@@ -64,7 +67,7 @@ pub fn copy_run(from: &Path, to: &Path, cfg: &TrainConfig) -> Result<(), SweepEr
     }
     copy_tree(from, &partial)?;
     let eval = partial.join(EVAL_FILE);
-    if eval.exists() {
+    if eval.exists() && checkpoint::checkpoint_dir(from).exists() {
         std::fs::remove_file(&eval).map_err(io(&eval))?;
     }
     let config = partial.join(CONFIG_FILE);
