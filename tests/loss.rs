@@ -6,11 +6,16 @@ use sslfast::loss::{barlow_twins, vicreg, LossForm};
 
 /// The fixed input of tools/loss_reference.py: `[k * 4, 3]`.
 fn inputs(k: usize) -> Tensor {
-    let n = k * 4 * 3;
+    reference_inputs(k, 4, 3)
+}
+
+/// `[k * b, d]` filled as tools/loss_reference.py fills it.
+fn reference_inputs(k: usize, b: usize, d: usize) -> Tensor {
+    let n = k * b * d;
     let v: Vec<f64> = (0..n)
         .map(|i| (0.7 * i as f64 + 0.3).sin() + 0.1 * (i % 5) as f64)
         .collect();
-    Tensor::from_vec(v, (k * 4, 3), &Device::Cpu).unwrap()
+    Tensor::from_vec(v, (k * b, d), &Device::Cpu).unwrap()
 }
 
 fn scalar(t: &Tensor) -> f64 {
@@ -52,6 +57,40 @@ fn values_match_the_reference_formulas() {
 }
 
 #[test]
+fn projectors_wider_than_twice_the_batch_match_the_reference_formulas() {
+    // D > 2B: the redundancy and covariance terms go through B×B Gram matrices instead of the
+    // D×D correlation, so this checks that path against the same numpy transcription.
+    let close = |a: f64, b: f64| (a - b).abs() < 1e-6 * b.abs().max(1.0);
+    let expected = [
+        (2, 29.488410388128365, 52.89396379786295),
+        (4, 7.71277974533371, 39.3441932315659),
+    ];
+    for (k, barlow, vicreg) in expected {
+        let z = reference_inputs(k, 3, 8);
+        let got = bt(&z, k, LossForm::Efficient);
+        assert!(close(got, barlow), "K={k}: barlow twins {got} vs {barlow}");
+        let got = vic(&z, k, LossForm::Efficient);
+        assert!(close(got, vicreg), "K={k}: vicreg {got} vs {vicreg}");
+    }
+    let z = reference_inputs(3, 3, 8);
+    check_gradient_at(&z, |z| {
+        barlow_twins::loss(z, 3, 0.5, LossForm::Naive)
+            .unwrap()
+            .total
+    });
+    check_gradient_at(&z, |z| {
+        barlow_twins::loss(z, 3, 0.5, LossForm::Efficient)
+            .unwrap()
+            .total
+    });
+    check_gradient_at(&z, |z| {
+        vicreg::loss(z, 3, vicreg::Weights::default(), LossForm::Efficient)
+            .unwrap()
+            .total
+    });
+}
+
+#[test]
 fn two_views_efficient_naive_and_pairwise_agree() {
     // At K = 2 the efficient form is the pairwise loss and the naive average over the two ordered
     // pairs equals it too (c21 = c12ᵀ; VICReg's terms are symmetric).
@@ -87,8 +126,11 @@ fn efficient_equals_naive_when_all_views_agree_and_differs_otherwise() {
 }
 
 fn check_gradient(f: impl Fn(&Tensor) -> Tensor, k: usize) {
-    let z = inputs(k);
-    let var = Var::from_tensor(&z).unwrap();
+    check_gradient_at(&inputs(k), f)
+}
+
+fn check_gradient_at(z: &Tensor, f: impl Fn(&Tensor) -> Tensor) {
+    let var = Var::from_tensor(z).unwrap();
     let grads = f(var.as_tensor()).backward().unwrap();
     let analytic = grads
         .get(var.as_tensor())

@@ -49,6 +49,9 @@ def inputs(k, b=4, d=3):
     return np.array([np.sin(0.7 * i + 0.3) + 0.1 * (i % 5) for i in range(n)]).reshape(k * b, d)
 
 
-for k in (2, 4):
-    z = inputs(k)
-    print(f"k={k} barlow(lambda=0.5)={barlow(z, k, 0.5)!r} vicreg={vicreg(z, k)!r}")
+# [k * 4, 3] takes the loss's D x D path; [k * 3, 8] (D > 2B) its Gram-matrix path.
+for b, d in ((4, 3), (3, 8)):
+    for k in (2, 4):
+        z = inputs(k, b, d)
+        print(f"b={b} d={d} k={k} barlow(lambda=0.5)={float(barlow(z, k, 0.5))!r} "
+              f"vicreg={float(vicreg(z, k))!r}")

@@ -6,7 +6,8 @@
 //!   `on = Σ_d (c_dd − 1)²`, `off = Σ_{d≠e} c_de²`; loss = (Σ over both pairs of on + λ·off) / 2.
 //! - efficient (K > 2): `zbar = (1/K) Σ_i z_i`;
 //!   `on = Σ_i Σ_d (mean_b(z_i[b,d] · zbar[b,d]) − 1)²`, `off = Σ_{d≠e} (zbarᵀ zbar / B)_de²`;
-//!   loss = on / K + λ·off: one D×D product whatever K is, O(K·B·D + B·D²).
+//!   loss = on / K + λ·off: one D×D product whatever K is, O(K·B·D + B·D²) (O(B²·D) when
+//!   D > 2B, see `off_diagonal_sq_sum`).
 //! - naive: the pairwise loss averaged over all K(K−1) ordered pairs, K(K−1) D×D products.
 //!
 //! λ defaults to 1/D (the paper tunes it per D: 0.02 for D=256, K=2).
@@ -39,10 +40,9 @@ fn standardise(z: &Tensor, k: usize) -> Result<Vec<Tensor>> {
 /// `(Σ_d (c_dd − 1)², Σ_{d≠e} c_de²)` for `c = aᵀ b / B`.
 fn pair_terms(a: &Tensor, b: &Tensor) -> Result<(Tensor, Tensor)> {
     let n = a.dim(0)? as f64;
-    let c = (a.t()?.matmul(b)? / n)?;
     let diag = (a * b)?.mean(0)?;
     let on = (&diag - 1.0)?.sqr()?.sum_all()?;
-    Ok((on, off_diagonal_sq_sum(&c, &diag)?))
+    Ok((on, off_diagonal_sq_sum(a, b, n, &diag)?))
 }
 
 /// Barlow Twins loss of `z: [K * B, D]` with redundancy weight `lambda`.
@@ -80,8 +80,7 @@ fn efficient(zs: &[Tensor], lambda: f64) -> Result<LossParts> {
     let on = (stacked.broadcast_mul(&zbar.unsqueeze(0)?)?.mean(1)? - 1.0)?
         .sqr()?
         .sum_all()?;
-    let auto = (zbar.t()?.matmul(&zbar)? / n)?;
-    let off = off_diagonal_sq_sum(&auto, &zbar.sqr()?.mean(0)?)?;
+    let off = off_diagonal_sq_sum(&zbar, &zbar, n, &zbar.sqr()?.mean(0)?)?;
     finish((on / k)?, off, lambda)
 }
 

@@ -45,9 +45,8 @@ fn pair_terms(a: &Tensor, b: &Tensor) -> Result<[Tensor; 3]> {
 fn cov_term(x: &Tensor) -> Result<Tensor> {
     let (n, d) = x.dims2()?;
     let centred = x.broadcast_sub(&x.mean_keepdim(0)?)?;
-    let cov = (centred.t()?.matmul(&centred)? / (n as f64 - 1.0))?;
     let diag = (centred.sqr()?.sum(0)? / (n as f64 - 1.0))?;
-    off_diagonal_sq_sum(&cov, &diag)? / d as f64
+    off_diagonal_sq_sum(&centred, &centred, n as f64 - 1.0, &diag)? / d as f64
 }
 
 /// VICReg loss of `z: [K * B, D]`.
