@@ -124,7 +124,7 @@ fn a_sweep_resumes_its_interrupted_point_skips_finished_ones_and_reports() {
     // That grid elsewhere, reusing this one: pdim 16 is copied and only probed, 64 is trained.
     let other = SweepConfig::load(&file, &[]).unwrap();
     let elsewhere = tmp.path().join("elsewhere");
-    let results = sweep::run(&elsewhere, &other, &[dir.clone()]).unwrap();
+    let results = sweep::run(&elsewhere, &other, std::slice::from_ref(&dir)).unwrap();
     assert!(results.points.iter().all(|p| p.state == PointState::Done));
     let (copied, trained) = (
         sweep::run_dir(&elsewhere, &other.points()[0]),
@@ -152,7 +152,10 @@ fn a_sweep_resumes_its_interrupted_point_skips_finished_ones_and_reports() {
     let carried = tmp.path().join("carried");
     let carried_run = carried.join(first.file_name().unwrap());
     std::fs::create_dir_all(&carried_run).unwrap();
-    for file in std::fs::read_dir(&first).unwrap().map(|e| e.unwrap().path()) {
+    for file in std::fs::read_dir(&first)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+    {
         if file.is_file() {
             std::fs::copy(&file, carried_run.join(file.file_name().unwrap())).unwrap();
         }
@@ -160,7 +163,7 @@ fn a_sweep_resumes_its_interrupted_point_skips_finished_ones_and_reports() {
     let third = tmp.path().join("third");
     std::fs::write(&file, SWEEP.replace("[16, 32]", "[16]")).unwrap();
     let one_point = SweepConfig::load(&file, &[]).unwrap();
-    sweep::run(&third, &one_point, &[carried.clone()]).unwrap();
+    sweep::run(&third, &one_point, std::slice::from_ref(&carried)).unwrap();
     let copied = sweep::run_dir(&third, &one_point.points()[0]);
     assert!(copied.join("reused.json").is_file());
     let eval = |run: &Path| std::fs::read_to_string(run.join("eval.json")).unwrap();
