@@ -32,7 +32,7 @@ const SHORTER: &[(&str, &str)] = &[
         "--dry-run",
     ),
     (
-        "target/release/ssl-sweep run sweeps/cpu/fraction.toml",
+        "target/release/ssl-sweep run sweeps/cpu/fraction.toml --reuse runs/sweeps/views",
         "--dry-run",
     ),
 ];
