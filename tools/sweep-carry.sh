@@ -11,6 +11,7 @@
 # `runs/` lacks, so `ssl-sweep run` skips them and `ssl-sweep report` counts them. An interrupted
 # point is never saved: it would need its checkpoint, and is retrained instead.
 set -euo pipefail
+shopt -s nullglob  # a sweep with no finished point yet has an empty runs/ folder
 cd "$(dirname "$0")/.."
 live=runs/sweeps
 kept=results/sweeps
