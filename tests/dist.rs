@@ -313,3 +313,40 @@ fn a_killed_rank_ends_the_run_and_the_resume_is_exact() {
         assert!(bits(t) == bits(&b[name]), "{name} differs after the resume");
     }
 }
+
+/// Without `--out`, the ranks `--nproc` starts must all be told the one run directory settled
+/// before the launch (each choosing its own races: the second may find the first's directory
+/// and pick a fresh one), on the built-in data packed once, here into a fresh temp dir.
+#[test]
+fn nproc_without_out_settles_one_run_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = finished(
+        Command::new(SSL_TRAIN)
+            .current_dir(tmp.path())
+            .env("TMPDIR", tmp.path())
+            .env("RAYON_NUM_THREADS", "1")
+            .args([
+                "--nproc",
+                "2",
+                "--set",
+                "epochs=1",
+                "--set",
+                "max_steps_per_epoch=2",
+            ])
+            .args(["--set", "eval_split=\"\"", "--set", "threads=1"]),
+        "--nproc 2 on the built-in default",
+    );
+    assert!(out.status.success(), "{}\n{}", stderr(&out), stdout(&out));
+    let runs: Vec<PathBuf> = std::fs::read_dir(tmp.path().join("runs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(runs.len(), 1, "the ranks wrote {runs:?}");
+    let dir = runs[0].strip_prefix(tmp.path()).unwrap();
+    let command = stdout(&out).lines().next().unwrap_or_default().to_string();
+    assert!(
+        command.ends_with(&format!(" --out {}", s(dir))),
+        "the ranks were not given the run directory {dir:?}: {command}"
+    );
+    assert_eq!(step_losses(&runs[0]).len(), 2, "{:?}", runs[0]);
+}

@@ -67,25 +67,9 @@ fn main() -> ExitCode {
     sslfast::allocator::keep_freed_memory();
     let cli = Cli::parse();
     let mut args: Vec<_> = std::env::args_os().skip(1).collect();
-    match dist::will_launch(cli.nproc as usize) {
-        // The ranks must share one run directory and find the built-in data packed: both are
-        // settled here, once, before they start.
-        Ok(true) if cli.out.is_none() && cli.resume.is_none() => match Run::resolve(run_args(&cli))
-        {
-            Ok(run) => args.extend(["--out".into(), run.dir().as_os_str().to_owned()]),
-            Err(err) => {
-                eprintln!(
-                    "ssl-train: {}",
-                    sslfast::cli::error_message(&anyhow::Error::from(err))
-                );
-                return ExitCode::from(2);
-            }
-        },
-        Ok(_) => {}
-        Err(err) => {
-            eprintln!("ssl-train: {err}");
-            return ExitCode::from(2);
-        }
+    if let Err(err) = dist::settle_run_dir(cli.nproc as usize, run_args(&cli), &mut args) {
+        eprintln!("ssl-train: {}", sslfast::cli::error_message(&err));
+        return ExitCode::from(2);
     }
     let timeout = Duration::from_secs(cli.dist_timeout);
     let group = match dist::start(cli.nproc as usize, timeout, &args) {
