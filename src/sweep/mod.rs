@@ -316,8 +316,7 @@ pub fn run(dir: &Path, sweep: &SweepConfig, reuse: &[PathBuf]) -> Result<SweepRe
         Err(_) => std::fs::write(&file, &text).map_err(io(&file))?,
     }
     let points = sweep.points();
-    let start = Instant::now();
-    let mut worked = 0usize;
+    let mut pace = Pace::default();
     for (i, point) in points.iter().enumerate() {
         let run_dir = run_dir(dir, point);
         let mut state = point_state(sweep, &run_dir);
@@ -331,30 +330,54 @@ pub fn run(dir: &Path, sweep: &SweepConfig, reuse: &[PathBuf]) -> Result<SweepRe
             }
         }
         if state != PointState::Done {
+            let started = Instant::now();
             run_point(dir, sweep, point, state)?;
-            worked += usize::from(reused.is_none());
+            if reused.is_none() && state == PointState::New {
+                pace.add(started.elapsed());
+            }
         }
-        let left = points.len() - i - 1;
-        let eta = match worked {
-            0 => String::new(),
-            n => format!(
-                ", about {:.0} min left",
-                start.elapsed().as_secs_f64() / n as f64 * left as f64 / 60.0
-            ),
-        };
+        let left = points[i + 1..]
+            .iter()
+            .filter(|p| point_state(sweep, &self::run_dir(dir, p)) != PointState::Done)
+            .count();
         let what = match (&reused, state) {
             (Some(from), _) => format!("reused {}", from.display()),
             (None, PointState::Done) => "already done".into(),
             (None, _) => "done".into(),
         };
         println!(
-            "point {}/{} {}: {what}{eta}",
+            "point {}/{} {}: {what}{}",
             i + 1,
             points.len(),
-            point.name()
+            point.name(),
+            pace.time_left(left)
         );
     }
     report(dir)
+}
+
+/// The time a sweep has left, from the points this invocation trained from the start: a
+/// resumed or reused point costs a fraction of one and would make the estimate too short.
+#[derive(Default)]
+struct Pace {
+    seconds: f64,
+    points: u32,
+}
+
+impl Pace {
+    fn add(&mut self, took: std::time::Duration) {
+        self.seconds += took.as_secs_f64();
+        self.points += 1;
+    }
+
+    /// `, about M min left` for `left` points still to run; nothing before the first estimate.
+    fn time_left(&self, left: usize) -> String {
+        if self.points == 0 || left == 0 {
+            return String::new();
+        }
+        let minutes = self.seconds / f64::from(self.points) * left as f64 / 60.0;
+        format!(", about {minutes:.0} min left")
+    }
 }
 
 fn run_point(
@@ -448,5 +471,19 @@ mod tests {
             sweep.points()[2].sets(),
             ["views=\"2x32:0.14-1,6x16\"", "seed=0"]
         );
+    }
+
+    #[test]
+    fn time_left_averages_only_points_trained_from_the_start() {
+        let mut pace = Pace::default();
+        assert_eq!(
+            pace.time_left(5),
+            "",
+            "no estimate before a fresh point finishes"
+        );
+        pace.add(std::time::Duration::from_secs(300));
+        pace.add(std::time::Duration::from_secs(900));
+        assert_eq!(pace.time_left(3), ", about 30 min left");
+        assert_eq!(pace.time_left(0), "");
     }
 }
