@@ -89,6 +89,16 @@ fn a_sweep_resumes_its_interrupted_point_skips_finished_ones_and_reports() {
     assert!(rows[1].starts_with("pdim-16,16,Done,2,") && rows[2].starts_with("pdim-32,32,Done,2,"));
     let curves = std::fs::read_to_string(dir.join("curves.csv")).unwrap();
     assert_eq!(curves.lines().count(), 1 + 2 * 2, "{curves}");
+    let summary = std::fs::read_to_string(dir.join("summary.csv")).unwrap();
+    let rows: Vec<&str> = summary.lines().collect();
+    assert!(
+        rows[0].starts_with("pdim,seeds_done,seeds,knn_mean,"),
+        "{summary}"
+    );
+    assert!(
+        rows[1].starts_with("16,1,1,0.") && rows[2].starts_with("32,1,1,0."),
+        "{summary}"
+    );
     for png in [
         dir.join("curves.png"),
         dir.join("pdim.png"),

@@ -5,7 +5,7 @@
 //! ssl-sweep run sweeps/cpu/views.toml --set epochs=2   # override a key of the sweep's base
 //! ssl-sweep run sweeps/cpu/views.toml --dry-run        # each point and whether it is done
 //! ssl-sweep run sweeps/cpu/fraction.toml --reuse runs/sweeps/views   # copy runs trained there
-//! ssl-sweep report runs/sweeps/pdim-lambda             # redraw results.csv and the figures
+//! ssl-sweep report runs/sweeps/pdim-lambda             # redraw the tables and figures
 //! ```
 
 #[global_allocator]
@@ -49,7 +49,7 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         reuse: Vec<PathBuf>,
     },
-    /// Write results.csv, curves.csv and the figures from DIR's run directories.
+    /// Write results.csv, curves.csv, summary.csv and the figures from DIR's run directories.
     Report { dir: PathBuf },
 }
 

@@ -23,6 +23,7 @@
 pub mod figures;
 pub mod report;
 pub mod reuse;
+pub mod summary;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;

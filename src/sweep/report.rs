@@ -1,12 +1,14 @@
 //! `ssl-sweep report DIR`: everything about a sweep from its run directories alone, so it can be
 //! redrawn at any time, mid-sweep included: `results.csv` (a row per point), `curves.csv` (a row
-//! per point and epoch) and the figures of [`super::figures`].
+//! per point and epoch), `summary.csv` (a row per setting, over its seeds: [`super::summary`])
+//! and the figures of [`super::figures`].
 
 use std::fmt::Write as _;
 use std::path::Path;
 
 use serde_json::Value;
 
+use super::summary::SUMMARY_FILE;
 use super::{
     io, point_state, run_dir, value_text, Point, PointState, SweepConfig, SweepError, SWEEP_FILE,
 };
@@ -72,6 +74,7 @@ pub fn report(dir: &Path) -> Result<SweepResults, SweepError> {
     for (name, text) in [
         (RESULTS_FILE, results.results_csv()),
         (CURVES_FILE, results.curves_csv()),
+        (SUMMARY_FILE, results.summary_csv()),
     ] {
         let path = dir.join(name);
         std::fs::write(&path, text).map_err(io(&path))?;
@@ -120,14 +123,14 @@ fn read_json(path: &Path) -> Option<Value> {
 }
 
 /// A CSV field, quoted when it holds a comma, quote or line break (RFC 4180).
-fn field(s: &str) -> String {
+pub(super) fn field(s: &str) -> String {
     match s.contains([',', '"', '\n']) {
         true => format!("\"{}\"", s.replace('"', "\"\"")),
         false => s.to_string(),
     }
 }
 
-fn number(v: Option<f64>) -> String {
+pub(super) fn number(v: Option<f64>) -> String {
     v.map_or(String::new(), |v| format!("{v:.6}"))
 }
 
@@ -213,6 +216,10 @@ impl std::fmt::Display for SweepResults {
                 pct(p.knn_best()),
                 pct(p.linear_top1)
             )?;
+        }
+        if self.sweep.axes.iter().any(|a| a.key == "seed") {
+            writeln!(f)?;
+            self.write_summary(f)?;
         }
         Ok(())
     }
