@@ -7,9 +7,9 @@
 #
 # `save` copies a point only when it is done (summary.json and eval.json present), without its
 # checkpoint (the weights stay on the machine that trained them), together with the sweep's
-# sweep.toml, results.csv, curves.csv and PNG figures. `restore` copies back the points that
-# `runs/` lacks, so `ssl-sweep run` skips them and `ssl-sweep report` counts them. An interrupted
-# point is never saved: it would need its checkpoint, and is retrained instead.
+# sweep.toml, its CSV tables (results, curves, summary) and PNG figures. `restore` copies back
+# the points that `runs/` lacks, so `ssl-sweep run` skips them and `ssl-sweep report` counts
+# them. An interrupted point is never saved: it would need its checkpoint, and is retrained.
 set -euo pipefail
 shopt -s nullglob  # a sweep with no finished point yet has an empty runs/ folder
 cd "$(dirname "$0")/.."

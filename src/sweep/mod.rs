@@ -316,32 +316,29 @@ pub fn run(dir: &Path, sweep: &SweepConfig, reuse: &[PathBuf]) -> Result<SweepRe
         Ok(_) => {}
         Err(_) => std::fs::write(&file, &text).map_err(io(&file))?,
     }
-    let points = sweep.points();
+    let planned = plan(dir, sweep, reuse)?.points;
+    let fresh_after = |i: usize| {
+        let fresh = planned[i..]
+            .iter()
+            .filter(|(_, s, from)| *s == PointState::New && from.is_none());
+        fresh.count()
+    };
     let mut pace = Pace::default();
-    for (i, point) in points.iter().enumerate() {
+    for (i, (point, state, from)) in planned.iter().enumerate() {
         let run_dir = run_dir(dir, point);
-        let mut state = point_state(sweep, &run_dir);
-        let mut reused = None;
-        if state == PointState::New {
-            let cfg = sweep.point_config(point, dir)?;
-            if let Some(from) = reuse::find(&cfg, reuse)? {
-                reuse::copy_run(&from, &run_dir, &cfg)?;
-                state = point_state(sweep, &run_dir);
-                reused = Some(from);
-            }
+        let mut state = *state;
+        if let Some(from) = from {
+            reuse::copy_run(from, &run_dir, &sweep.point_config(point, dir)?)?;
+            state = point_state(sweep, &run_dir);
         }
         if state != PointState::Done {
             let started = Instant::now();
             run_point(dir, sweep, point, state)?;
-            if reused.is_none() && state == PointState::New {
+            if from.is_none() && state == PointState::New {
                 pace.add(started.elapsed());
             }
         }
-        let left = points[i + 1..]
-            .iter()
-            .filter(|p| point_state(sweep, &self::run_dir(dir, p)) != PointState::Done)
-            .count();
-        let what = match (&reused, state) {
+        let what = match (from, state) {
             (Some(from), _) => format!("reused {}", from.display()),
             (None, PointState::Done) => "already done".into(),
             (None, _) => "done".into(),
@@ -349,16 +346,17 @@ pub fn run(dir: &Path, sweep: &SweepConfig, reuse: &[PathBuf]) -> Result<SweepRe
         println!(
             "point {}/{} {}: {what}{}",
             i + 1,
-            points.len(),
+            planned.len(),
             point.name(),
-            pace.time_left(left)
+            pace.time_left(fresh_after(i + 1))
         );
     }
     report(dir)
 }
 
-/// The time a sweep has left, from the points this invocation trained from the start: a
-/// resumed or reused point costs a fraction of one and would make the estimate too short.
+/// The time a sweep has left: the mean time of the points this invocation trained from the
+/// start, times the points still to train from the start. A resumed, reused or only-probed point
+/// costs a fraction of one, so it neither sets the pace nor counts as one left.
 #[derive(Default)]
 struct Pace {
     seconds: f64,
@@ -371,7 +369,7 @@ impl Pace {
         self.points += 1;
     }
 
-    /// `, about M min left` for `left` points still to run; nothing before the first estimate.
+    /// `, about M min left` for `left` points to train; nothing before the first estimate.
     fn time_left(&self, left: usize) -> String {
         if self.points == 0 || left == 0 {
             return String::new();

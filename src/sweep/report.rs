@@ -8,7 +8,6 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use super::summary::SUMMARY_FILE;
 use super::{
     io, point_state, run_dir, value_text, Point, PointState, SweepConfig, SweepError, SWEEP_FILE,
 };
@@ -17,6 +16,7 @@ use crate::train::{curves, metrics};
 
 pub const RESULTS_FILE: &str = "results.csv";
 pub const CURVES_FILE: &str = "curves.csv";
+pub const SUMMARY_CSV: &str = "summary.csv";
 
 /// One epoch of a point: training seconds so far (evaluation excluded), kNN top-1, mean loss.
 #[derive(Debug, Clone, PartialEq)]
@@ -57,7 +57,7 @@ pub struct SweepResults {
     pub points: Vec<PointResult>,
 }
 
-/// Reads the sweep in `dir`, writes `results.csv`, `curves.csv` and the figures.
+/// Reads the sweep in `dir`, writes `results.csv`, `curves.csv`, `summary.csv` and the figures.
 pub fn report(dir: &Path) -> Result<SweepResults, SweepError> {
     let file = dir.join(SWEEP_FILE);
     let text = std::fs::read_to_string(&file).map_err(io(&file))?;
@@ -74,7 +74,7 @@ pub fn report(dir: &Path) -> Result<SweepResults, SweepError> {
     for (name, text) in [
         (RESULTS_FILE, results.results_csv()),
         (CURVES_FILE, results.curves_csv()),
-        (SUMMARY_FILE, results.summary_csv()),
+        (SUMMARY_CSV, results.summary_csv()),
     ] {
         let path = dir.join(name);
         std::fs::write(&path, text).map_err(io(&path))?;

@@ -1,14 +1,24 @@
 //! `summary.csv`: each setting of a sweep (its values on every axis but `seed`) over its finished
 //! seeds: the mean and the lowest and highest seed of kNN and linear top-1, and the mean training
-//! time. Two settings differ beyond the seed noise when their ranges do not overlap; this is the
-//! table that says so without a spreadsheet.
+//! time: whether two settings differ by more than their seeds do, without a spreadsheet (with
+//! two or three seeds a rough guide, not a significance test).
 
 use std::fmt::Write as _;
 
 use super::report::{field, number, PointResult, SweepResults};
 use super::{value_text, PointState};
 
-pub const SUMMARY_FILE: &str = "summary.csv";
+const SUMMARY_COLUMNS: [&str; 9] = [
+    "seeds_done",
+    "seeds",
+    "knn_mean",
+    "knn_min",
+    "knn_max",
+    "linear_mean",
+    "linear_min",
+    "linear_max",
+    "train_seconds_mean",
+];
 
 /// The finished points that differ only in `seed`.
 pub struct Setting<'a> {
@@ -33,7 +43,10 @@ impl Setting<'_> {
             .iter()
             .map(|(k, v)| format!("{k}={}", value_text(v)))
             .collect();
-        parts.join(", ")
+        match parts.is_empty() {
+            true => "(seeds only)".into(),
+            false => parts.join(", "),
+        }
     }
 
     pub fn spread(&self, metric: impl Fn(&PointResult) -> Option<f64>) -> Option<Spread> {
@@ -46,7 +59,8 @@ impl Setting<'_> {
     }
 
     fn train_seconds(&self) -> Option<f64> {
-        self.spread(|p| Some(p.train_seconds())).map(|s| s.mean)
+        let seconds = |p: &PointResult| p.epochs.last().map(|e| e.train_seconds);
+        self.spread(seconds).map(|s| s.mean)
     }
 }
 
@@ -82,17 +96,18 @@ impl SweepResults {
     }
 
     pub fn summary_csv(&self) -> String {
-        let keys: Vec<String> = (self.sweep.axes.iter())
-            .filter(|a| a.key != "seed")
-            .map(|a| field(&a.key))
-            .collect();
-        let mut out = keys.join(",");
-        out.push_str(",seeds_done,seeds,knn_mean,knn_min,knn_max,linear_mean,linear_min,linear_max,train_seconds_mean\n");
+        let axes = (self.sweep.axes.iter()).filter(|a| a.key != "seed");
+        let mut columns: Vec<String> = axes.map(|a| field(&a.key)).collect();
+        columns.extend(SUMMARY_COLUMNS.map(String::from));
+        let mut out = columns.join(",") + "\n";
         for s in self.settings() {
-            for (_, v) in &s.values {
-                let _ = write!(out, "{},", field(&value_text(v)));
-            }
-            let _ = write!(out, "{},{}", s.done.len(), s.of);
+            let mut fields: Vec<String> = s
+                .values
+                .iter()
+                .map(|(_, v)| field(&value_text(v)))
+                .collect();
+            fields.extend([s.done.len().to_string(), s.of.to_string()]);
+            out.push_str(&fields.join(","));
             for metric in [PointResult::knn_final, |p: &PointResult| p.linear_top1] {
                 let spread = s.spread(metric);
                 for v in [
@@ -204,5 +219,32 @@ mod tests {
             "256,1,2,0.420000,0.420000,0.420000,0.480000,0.480000,0.480000,50.0"
         );
         assert_eq!(lines.len(), 3);
+    }
+
+    #[test]
+    fn a_sweep_over_seeds_alone_keeps_its_columns_aligned() {
+        let mut results = SweepResults {
+            sweep: SweepConfig {
+                title: String::new(),
+                base: toml::Table::new(),
+                axes: vec![Axis {
+                    key: "seed".into(),
+                    values: vec![toml::Value::Integer(0), toml::Value::Integer(1)],
+                }],
+                probe: true,
+            },
+            points: vec![point(0, 64, 0.40, Some(0.45)), point(1, 64, 0.44, None)],
+        };
+        for p in &mut results.points {
+            p.point.values.retain(|(k, _)| k == "seed");
+        }
+        let csv = results.summary_csv();
+        let lines: Vec<&str> = csv.lines().collect();
+        assert_eq!(lines[0], SUMMARY_COLUMNS.join(","));
+        assert_eq!(
+            lines[1],
+            "1,2,0.400000,0.400000,0.400000,0.450000,0.450000,0.450000,50.0"
+        );
+        assert_eq!(results.settings()[0].label(), "(seeds only)");
     }
 }
