@@ -157,6 +157,31 @@ fn a_sweep_resumes_its_interrupted_point_skips_finished_ones_and_reports() {
     assert!(!trained.join("reused.json").exists());
     assert_eq!(records(&trained, "step").len(), 4);
 
+    // Widening an axis there keeps its points (the stored grid is a subset): only the new value
+    // runs, copied from the first sweep. A changed base is another sweep and still refused.
+    let wider = SweepConfig::load(&file, &[]).unwrap();
+    let wider = SweepConfig {
+        axes: vec![sweep::Axis {
+            key: "pdim".into(),
+            values: [16, 64, 32].map(toml::Value::Integer).to_vec(),
+        }],
+        ..wider
+    };
+    let before = (lines(&copied), lines(&trained));
+    let results = sweep::run(&elsewhere, &wider, std::slice::from_ref(&dir)).unwrap();
+    assert_eq!(results.points.len(), 3);
+    assert!(results.points.iter().all(|p| p.state == PointState::Done));
+    assert_eq!(
+        (lines(&copied), lines(&trained)),
+        before,
+        "kept, not retrained"
+    );
+    let stored = std::fs::read_to_string(elsewhere.join("sweep.toml")).unwrap();
+    assert_eq!(toml::from_str::<SweepConfig>(&stored).unwrap(), wider);
+    let changed = SweepConfig::load(&file, &["epochs=3".into()]).unwrap();
+    let err = sweep::run(&elsewhere, &changed, &[]).unwrap_err();
+    assert!(err.to_string().contains("holds another sweep"), "{err}");
+
     // A run carried through git (tools/sweep-carry.sh keeps its files, not its checkpoint) is
     // reused with its evaluation, which cannot be redone; without one it is not reusable.
     let carried = tmp.path().join("carried");

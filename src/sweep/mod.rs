@@ -298,6 +298,25 @@ impl std::fmt::Display for Plan {
     }
 }
 
+/// Whether `sweep` only adds points to the sweep stored as `existing`: same base and probe, every
+/// stored point still in the grid. Widening an axis after seeing the optimum at its edge then
+/// keeps the finished runs instead of asking for a new directory.
+fn grows(existing: &str, sweep: &SweepConfig) -> bool {
+    let Ok(old) = toml::from_str::<SweepConfig>(existing) else {
+        return false;
+    };
+    let new_points = sweep.points();
+    old.base == sweep.base
+        && old.probe == sweep.probe
+        && old.points().iter().all(|p| new_points.contains(p))
+}
+
+fn write_atomic(file: &Path, text: &str) -> Result<(), SweepError> {
+    let partial = file.with_extension("toml.partial");
+    std::fs::write(&partial, text).map_err(io(&partial))?;
+    std::fs::rename(&partial, file).map_err(io(file))
+}
+
 /// Runs every point of `sweep` in `dir` that is not done yet, then writes the report. A new
 /// point that a finished run under `reuse` (other sweep directories) trained with the same
 /// config is copied from there and only probed.
@@ -306,15 +325,17 @@ pub fn run(dir: &Path, sweep: &SweepConfig, reuse: &[PathBuf]) -> Result<SweepRe
     let file = dir.join(SWEEP_FILE);
     let text = toml::to_string_pretty(sweep).expect("a sweep serialises");
     match std::fs::read_to_string(&file) {
-        Ok(existing) if existing != text => {
+        Ok(existing) if existing == text => {}
+        Ok(existing) if grows(&existing, sweep) => write_atomic(&file, &text)?,
+        Ok(_) => {
             return Err(SweepError::Invalid {
                 path: file,
-                problem: "this directory holds another sweep; choose another --dir (or remove it)"
+                problem: "this directory holds another sweep (not a subset of this grid with the \
+                          same base); choose another --dir (or remove it)"
                     .into(),
             })
         }
-        Ok(_) => {}
-        Err(_) => std::fs::write(&file, &text).map_err(io(&file))?,
+        Err(_) => write_atomic(&file, &text)?,
     }
     let planned = plan(dir, sweep, reuse)?.points;
     let fresh_after = |i: usize| {
