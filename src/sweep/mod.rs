@@ -451,7 +451,7 @@ mod tests {
     fn shipped_sweeps_load_with_the_point_counts_they_state() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("sweeps");
         let expected = [
-            ("cpu/pdim-lambda.toml", 30),
+            ("cpu/pdim-lambda.toml", 36),
             ("cpu/views.toml", 8),
             ("cpu/fraction.toml", 18),
             ("paper/pdim-lambda.toml", 120),
