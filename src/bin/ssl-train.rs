@@ -20,6 +20,7 @@ use clap::Parser;
 use sslfast::collective::Group;
 use sslfast::dist;
 use sslfast::eval::monitor::train_with_knn_replicated;
+use sslfast::train::run::settle_run_dir;
 use sslfast::train::{Replicas, Run, RunArgs};
 
 #[derive(Parser)]
@@ -67,8 +68,8 @@ fn main() -> ExitCode {
     sslfast::allocator::keep_freed_memory();
     let cli = Cli::parse();
     let mut args: Vec<_> = std::env::args_os().skip(1).collect();
-    if let Err(err) = dist::settle_run_dir(cli.nproc as usize, run_args(&cli), &mut args) {
-        eprintln!("ssl-train: {}", sslfast::cli::error_message(&err));
+    if let Err(err) = settle_run_dir(cli.nproc as usize, run_args(&cli), &mut args) {
+        eprintln!("ssl-train: {}", sslfast::cli::error_message(&err.into()));
         return ExitCode::from(2);
     }
     let timeout = Duration::from_secs(cli.dist_timeout);

@@ -15,7 +15,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::collective::{Group, Local};
-use crate::train::{Run, RunArgs};
 pub use launcher::Launch;
 
 /// How long a collective may wait before the rank gives up (`--dist-timeout`): long enough for
@@ -66,21 +65,8 @@ pub enum DistError {
 
 /// Whether [`start`] will re-run this command as `nproc` ranks: more than one asked for and no
 /// launcher started this process.
-fn will_launch(nproc: usize) -> Result<bool, DistError> {
+pub fn will_launch(nproc: usize) -> Result<bool, DistError> {
     Ok(nproc > 1 && launcher::detect(|k| std::env::var(k).ok())?.is_none())
-}
-
-/// Call before [`start`]: when it will re-run this command as `nproc` ranks, settles once the
-/// run directory they must share (resolving it also packs the built-in data, which the ranks
-/// would otherwise race to do) and appends it to `args` as `--out`. Nothing to do when no
-/// launch follows or the user named the directory (`--out`, `--resume`).
-pub fn settle_run_dir(nproc: usize, run: RunArgs, args: &mut Vec<OsString>) -> anyhow::Result<()> {
-    if !will_launch(nproc)? || run.out.is_some() || run.resume.is_some() {
-        return Ok(());
-    }
-    let run = Run::resolve(run)?;
-    args.extend(["--out".into(), run.dir().as_os_str().to_owned()]);
-    Ok(())
 }
 
 /// Joins the group this process belongs to; call it first in `main`, before any thread starts.

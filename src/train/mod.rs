@@ -48,6 +48,8 @@ pub enum TrainError {
     Loader(#[from] LoaderError),
     #[error(transparent)]
     Pack(#[from] PackError),
+    #[error(transparent)]
+    Dist(#[from] crate::dist::DistError),
     #[error("{path}: {error}")]
     Io {
         path: PathBuf,

@@ -122,6 +122,23 @@ impl Run {
     }
 }
 
+/// Call before `dist::start`: when it will re-run this command as `nproc` ranks, settles once the
+/// run directory they must share (resolving it also packs the built-in data, which the ranks
+/// would otherwise race to do) and appends it to `args` as `--out`. Nothing to do when no
+/// launch follows or the user named the directory (`--out`, `--resume`).
+pub fn settle_run_dir(
+    nproc: usize,
+    run: RunArgs,
+    args: &mut Vec<std::ffi::OsString>,
+) -> Result<(), TrainError> {
+    if !crate::dist::will_launch(nproc)? || run.out.is_some() || run.resume.is_some() {
+        return Ok(());
+    }
+    let run = Run::resolve(run)?;
+    args.extend(["--out".into(), run.dir().as_os_str().to_owned()]);
+    Ok(())
+}
+
 /// The dataset to train on: `cfg.data`, or the built-in shapes packed once into a temp dir.
 fn resolve_data(cfg: &TrainConfig) -> Result<PathBuf, TrainError> {
     if !cfg.loader.data.as_os_str().is_empty() {
