@@ -3,8 +3,9 @@
 //! product is a run directory under `DIR/runs/`, trained with the kNN monitor and then probed
 //! linearly. A finished point is skipped, an interrupted one resumed from its checkpoint, so a
 //! sweep may span several sessions. A new point that another sweep already trained with the same
-//! config is copied from there ([`reuse`]) rather than retrained. [`report`] turns the run
-//! directories into `results.csv`, `curves.csv` and the figures.
+//! config is copied from there ([`reuse`]) rather than retrained; a grid that only gains points
+//! keeps its directory. [`report`] turns the run directories into `results.csv`, `curves.csv`,
+//! `summary.csv` ([`summary`]) and the figures.
 //!
 //! ```toml
 //! title = "projector dimension against λ"
