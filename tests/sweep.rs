@@ -1,7 +1,8 @@
 //! ssl-sweep end to end on the built-in data: a 2-point grid of 2-epoch runs where one point was
 //! interrupted after its first epoch, run (the interrupted point resumes), run again (nothing is
 //! retrained), and reported (tables and figures), through the library and the binary; then a
-//! second grid reuses the first one's finished point instead of retraining it.
+//! second grid reuses the first one's finished point instead of retraining it, grows, and leaves
+//! out a point.
 
 mod common;
 
@@ -182,6 +183,23 @@ fn a_sweep_resumes_its_interrupted_point_skips_finished_ones_and_reports() {
     let err = sweep::run(&elsewhere, &changed, &[]).unwrap_err();
     assert!(err.to_string().contains("holds another sweep"), "{err}");
 
+    // Excluding a point that never started keeps the directory; one with a run directory would
+    // vanish from the report, so that is refused.
+    let exclude = |pdim: i64| SweepConfig {
+        exclude: vec![toml::Table::from_iter([(
+            "pdim".into(),
+            toml::Value::Integer(pdim),
+        )])],
+        ..wider.clone()
+    };
+    let unstarted = elsewhere.join(sweep::RUNS_DIR).join("pdim-32");
+    std::fs::remove_dir_all(&unstarted).unwrap();
+    let results = sweep::run(&elsewhere, &exclude(32), &[]).unwrap();
+    assert_eq!(results.points.len(), 2);
+    assert!(!unstarted.exists(), "left out, not trained");
+    let err = sweep::run(&elsewhere, &exclude(64), &[]).unwrap_err();
+    assert!(err.to_string().contains("leaves out a point"), "{err}");
+
     // A run carried through git (tools/sweep-carry.sh keeps its files, not its checkpoint) is
     // reused with its evaluation, which cannot be redone; without one it is not reusable.
     let carried = tmp.path().join("carried");
@@ -218,6 +236,10 @@ fn bad_sweep_files_are_named() {
             "unknown field `bakbone`",
         ),
         ("axes = []\n", "at least one axis"),
+        (
+            "[[axes]]\nkey = \"seed\"\nvalues = [0]\n[[exclude]]\nsed = 0\n",
+            "sed is not an axis",
+        ),
         (
             "[base]\nlr = \"fast\"\n[[axes]]\nkey = \"seed\"\nvalues = [0]\n",
             "lr",

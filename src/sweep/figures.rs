@@ -327,6 +327,7 @@ mod tests {
                 base: toml::Table::new(),
                 axes: axes.to_vec(),
                 probe: false,
+                exclude: vec![],
             },
             points: vec![point(0, &[(1, 0.40), (2, 0.45)]), point(1, &[])],
         };

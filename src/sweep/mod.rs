@@ -1,11 +1,13 @@
-//! `ssl-sweep`: the paper's experiments as grids of ordinary `ssl-train` runs. A sweep file names
-//! a base config (any `ssl-train` keys) and axes (a key and its values); every point of their
-//! product is a run directory under `DIR/runs/`, trained with the kNN monitor and then probed
-//! linearly. A finished point is skipped, an interrupted one resumed from its checkpoint, so a
-//! sweep may span several sessions. A new point that another sweep already trained with the same
-//! config is copied from there ([`reuse`]) rather than retrained; a grid that only gains points
-//! keeps its directory. [`report`] turns the run directories into `results.csv`, `curves.csv`,
-//! `summary.csv` ([`summary`]) and the figures.
+//! `ssl-sweep`: the paper's experiments as grids of ordinary `ssl-train` runs. A sweep file
+//! ([`grid`]) names a base config (any `ssl-train` keys) and axes (a key and its values); every
+//! point of their product is a run directory under `DIR/runs/`, trained with the kNN monitor and
+//! then probed linearly. `[[exclude]]` entries leave out the points matching all their axis
+//! values (as a GitHub Actions matrix does), for a grid that is not a full product. A finished
+//! point is skipped, an interrupted one resumed from its checkpoint, so a sweep may span several
+//! sessions. A new point that another sweep already trained with the same config is copied from
+//! there ([`reuse`]) rather than retrained. A grid that only gains points, or drops points that
+//! never started, keeps its directory. [`report()`] turns the run directories into
+//! `results.csv`, `curves.csv`, `summary.csv` ([`summary`]) and the figures.
 //!
 //! ```toml
 //! title = "projector dimension against λ"
@@ -19,9 +21,13 @@
 //! [[axes]]
 //! key = "seed"
 //! values = [0, 1]
+//! [[exclude]]
+//! pdim = 1024
+//! seed = 1
 //! ```
 
 pub mod figures;
+pub mod grid;
 pub mod report;
 pub mod reuse;
 pub mod summary;
@@ -29,50 +35,15 @@ pub mod summary;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use serde::{Deserialize, Serialize};
-
 use crate::eval::{evaluate, monitor::train_with_knn, EvalError, EvalRequest, Protocol, EVAL_FILE};
-use crate::train::{checkpoint, Run, TrainConfig, TrainError, SUMMARY_FILE};
+use crate::train::{checkpoint, Run, TrainError, SUMMARY_FILE};
 
+pub use grid::{value_text, Axis, Point, SweepConfig};
 pub use report::{report, SweepResults};
 
 /// The sweep file as written into the sweep directory.
 pub const SWEEP_FILE: &str = "sweep.toml";
 pub const RUNS_DIR: &str = "runs";
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SweepConfig {
-    /// What the sweep measures, for titles.
-    #[serde(default)]
-    pub title: String,
-    /// `ssl-train` keys every point shares, as in a `configs/*.toml` file.
-    #[serde(default)]
-    pub base: toml::Table,
-    /// The grid: points are the product of the axes, the last varying fastest.
-    pub axes: Vec<Axis>,
-    /// Probe each finished point linearly (fast protocol: centre views, 20 epochs).
-    #[serde(default = "yes")]
-    pub probe: bool,
-}
-
-fn yes() -> bool {
-    true
-}
-
-/// One axis of the grid: an `ssl-train` key and the values it takes.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Axis {
-    pub key: String,
-    pub values: Vec<toml::Value>,
-}
-
-/// One point of the grid: a value per axis.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Point {
-    pub values: Vec<(String, toml::Value)>,
-}
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -101,130 +72,6 @@ pub enum SweepError {
 pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SweepError {
     let path = path.to_path_buf();
     move |error| SweepError::Io { path, error }
-}
-
-impl Point {
-    /// The point as `--set` overrides: `key=value`, values as TOML literals.
-    pub fn sets(&self) -> Vec<String> {
-        self.values
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect()
-    }
-
-    /// Its run directory's name: `pdim-64_seed-0`, anything but `[A-Za-z0-9.-]` in a value
-    /// replaced by `_`.
-    pub fn name(&self) -> String {
-        let clean = |s: &str| -> String {
-            s.chars()
-                .map(
-                    |c| match c.is_ascii_alphanumeric() || c == '.' || c == '-' {
-                        true => c,
-                        false => '_',
-                    },
-                )
-                .collect()
-        };
-        self.values
-            .iter()
-            .map(|(k, v)| format!("{}-{}", clean(k), clean(&value_text(v))))
-            .collect::<Vec<_>>()
-            .join("_")
-    }
-
-    /// The value of `key` on this point, if it is an axis.
-    pub fn get(&self, key: &str) -> Option<&toml::Value> {
-        self.values.iter().find(|(k, _)| k == key).map(|(_, v)| v)
-    }
-}
-
-impl SweepConfig {
-    /// Reads a sweep file; `sets` override keys of its base (`--set epochs=2`).
-    pub fn load(path: &Path, sets: &[String]) -> Result<Self, SweepError> {
-        let text = std::fs::read_to_string(path).map_err(io(path))?;
-        let invalid = |problem: String| SweepError::Invalid {
-            path: path.to_path_buf(),
-            problem,
-        };
-        let mut sweep: SweepConfig = toml::from_str(&text).map_err(|e| invalid(e.to_string()))?;
-        if !sets.is_empty() {
-            let base = sweep.base_config().map_err(&invalid)?;
-            let base = crate::config::apply_sets_to(&base, "[base]", sets)
-                .map_err(|e| invalid(e.to_string()))?;
-            sweep.base = toml::Table::try_from(&base).map_err(|e| invalid(e.to_string()))?;
-        }
-        sweep.check().map_err(invalid)?;
-        Ok(sweep)
-    }
-
-    /// The base as an `ssl-train` config.
-    pub fn base_config(&self) -> Result<TrainConfig, String> {
-        let text = toml::to_string(&self.base).map_err(|e| e.to_string())?;
-        crate::config::from_toml(&text, "[base]").map_err(|e| e.to_string())
-    }
-
-    /// Every point's config must parse, and names must not collide.
-    fn check(&self) -> Result<(), String> {
-        if self.axes.is_empty() || self.axes.iter().any(|a| a.values.is_empty()) {
-            return Err("a sweep needs at least one axis, each with at least one value".into());
-        }
-        let base = self.base_config()?;
-        let mut names = std::collections::BTreeSet::new();
-        for point in self.points() {
-            let origin = format!("[base] at point {}", point.name());
-            crate::config::apply_sets_to(&base, &origin, &point.sets())
-                .map_err(|e| e.to_string())?;
-            if !names.insert(point.name()) {
-                return Err(format!(
-                    "two points share the directory name {}",
-                    point.name()
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    /// The grid's points, the last axis varying fastest.
-    pub fn points(&self) -> Vec<Point> {
-        let mut points = vec![Point { values: Vec::new() }];
-        for axis in &self.axes {
-            points = points
-                .into_iter()
-                .flat_map(|p| {
-                    axis.values.iter().map(move |v| {
-                        let mut values = p.values.clone();
-                        values.push((axis.key.clone(), v.clone()));
-                        Point { values }
-                    })
-                })
-                .collect();
-        }
-        points
-    }
-
-    /// The `ssl-train` config of `point`, its run directory under `dir`.
-    pub fn point_config(&self, point: &Point, dir: &Path) -> Result<TrainConfig, SweepError> {
-        let invalid = |problem: String| SweepError::Invalid {
-            path: dir.join(SWEEP_FILE),
-            problem: format!("point {}: {problem}", point.name()),
-        };
-        let base = self.base_config().map_err(invalid)?;
-        let mut sets = point.sets();
-        let out = run_dir(dir, point);
-        sets.push(format!(
-            "out={}",
-            toml::Value::String(out.display().to_string())
-        ));
-        crate::config::apply_sets_to(&base, "[base]", &sets).map_err(|e| invalid(e.to_string()))
-    }
-}
-
-/// An axis value as people read it: strings without their quotes, numbers as written.
-pub fn value_text(v: &toml::Value) -> String {
-    match v {
-        toml::Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
 }
 
 pub fn run_dir(dir: &Path, point: &Point) -> PathBuf {
@@ -299,17 +146,17 @@ impl std::fmt::Display for Plan {
     }
 }
 
-/// Whether `sweep` only adds points to the sweep stored as `existing`: same base and probe, every
-/// stored point still in the grid. Widening an axis after seeing the optimum at its edge then
-/// keeps the finished runs instead of asking for a new directory.
-fn grows(existing: &str, sweep: &SweepConfig) -> bool {
+/// Whether `sweep` in `dir` only reshapes the sweep stored as `existing`: same base and probe,
+/// every stored point that has a run directory still in the grid. Widening an axis after seeing
+/// the optimum at its edge, or excluding points not yet started, then keeps the finished runs
+/// instead of asking for a new directory; a started run is never hidden from the report.
+fn grows(existing: &str, sweep: &SweepConfig, dir: &Path) -> bool {
     let Ok(old) = toml::from_str::<SweepConfig>(existing) else {
         return false;
     };
     let new_points = sweep.points();
-    old.base == sweep.base
-        && old.probe == sweep.probe
-        && old.points().iter().all(|p| new_points.contains(p))
+    let kept = |p: &Point| new_points.contains(p) || !run_dir(dir, p).exists();
+    old.base == sweep.base && old.probe == sweep.probe && old.points().iter().all(kept)
 }
 
 fn write_atomic(file: &Path, text: &str) -> Result<(), SweepError> {
@@ -327,12 +174,13 @@ pub fn run(dir: &Path, sweep: &SweepConfig, reuse: &[PathBuf]) -> Result<SweepRe
     let text = toml::to_string_pretty(sweep).expect("a sweep serialises");
     match std::fs::read_to_string(&file) {
         Ok(existing) if existing == text => {}
-        Ok(existing) if grows(&existing, sweep) => write_atomic(&file, &text)?,
+        Ok(existing) if grows(&existing, sweep, dir) => write_atomic(&file, &text)?,
         Ok(_) => {
             return Err(SweepError::Invalid {
                 path: file,
-                problem: "this directory holds another sweep (not a subset of this grid with the \
-                          same base); choose another --dir (or remove it)"
+                problem: "this directory holds another sweep (its base differs, or this grid \
+                          leaves out a point that has a run directory); choose another --dir \
+                          (or remove it)"
                     .into(),
             })
         }
@@ -447,52 +295,6 @@ fn run_point(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn shipped_sweeps_load_with_the_point_counts_they_state() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("sweeps");
-        let expected = [
-            ("cpu/pdim-lambda.toml", 36),
-            ("cpu/views.toml", 8),
-            ("cpu/fraction.toml", 18),
-            ("paper/pdim-lambda.toml", 120),
-            ("paper/views.toml", 12),
-            ("paper/fraction.toml", 27),
-        ];
-        for (file, points) in expected {
-            let path = root.join(file);
-            let sweep = SweepConfig::load(&path, &[]).unwrap();
-            assert_eq!(sweep.points().len(), points, "{file}");
-            let text = std::fs::read_to_string(&path).unwrap();
-            assert!(
-                text.contains(&format!("= {points} runs")),
-                "{file} states its size"
-            );
-        }
-    }
-
-    #[test]
-    fn points_vary_the_last_axis_fastest_and_name_their_directories() {
-        let sweep: SweepConfig = toml::from_str(
-            "[[axes]]\nkey = \"views\"\nvalues = [\"2x32\", \"2x32:0.14-1,6x16\"]\n\
-             [[axes]]\nkey = \"seed\"\nvalues = [0, 1]\n",
-        )
-        .unwrap();
-        let names: Vec<String> = sweep.points().iter().map(Point::name).collect();
-        assert_eq!(
-            names,
-            [
-                "views-2x32_seed-0",
-                "views-2x32_seed-1",
-                "views-2x32_0.14-1_6x16_seed-0",
-                "views-2x32_0.14-1_6x16_seed-1"
-            ]
-        );
-        assert_eq!(
-            sweep.points()[2].sets(),
-            ["views=\"2x32:0.14-1,6x16\"", "seed=0"]
-        );
-    }
 
     #[test]
     fn time_left_averages_only_points_trained_from_the_start() {

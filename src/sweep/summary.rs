@@ -198,6 +198,7 @@ mod tests {
                 base: toml::Table::new(),
                 axes: axes.to_vec(),
                 probe: true,
+                exclude: vec![],
             },
             points: vec![
                 point(0, 64, 0.40, Some(0.45)),
@@ -232,6 +233,7 @@ mod tests {
                     values: vec![toml::Value::Integer(0), toml::Value::Integer(1)],
                 }],
                 probe: true,
+                exclude: vec![],
             },
             points: vec![point(0, 64, 0.40, Some(0.45)), point(1, 64, 0.44, None)],
         };
