@@ -60,24 +60,18 @@ impl Group<'_> {
 
 /// Groups points by every axis value except `seed` and those in `skip`, in grid order.
 fn groups<'a>(results: &'a SweepResults, skip: &[&str]) -> Vec<Group<'a>> {
-    let mut out: Vec<Group> = Vec::new();
-    for p in &results.points {
-        let label: Vec<String> = p
-            .point
-            .values
-            .iter()
-            .filter(|(k, _)| k != "seed" && !skip.contains(&k.as_str()))
-            .map(|(k, v)| format!("{k}={}", value_text(v)))
-            .collect();
-        let label = label.join(", ");
-        match out.iter_mut().find(|g| g.label == label) {
-            Some(g) => g.members.push(p),
-            None => out.push(Group {
-                label,
-                members: vec![p],
-            }),
-        }
-    }
+    let settings = results.by_setting(skip).into_iter();
+    let mut out: Vec<Group> = settings
+        .map(|(setting, members)| {
+            let label: Vec<String> = (setting.values.iter())
+                .map(|(k, v)| format!("{k}={}", value_text(v)))
+                .collect();
+            Group {
+                label: label.join(", "),
+                members,
+            }
+        })
+        .collect();
     for g in &mut out {
         // Seeds counted are those with data, so a half-run sweep does not claim both.
         let mut seeds: Vec<String> = g

@@ -6,7 +6,7 @@
 use std::fmt::Write as _;
 
 use super::report::{field, number, PointResult, SweepResults};
-use super::{value_text, PointState};
+use super::{value_text, Point, PointState};
 
 const SUMMARY_COLUMNS: [&str; 9] = [
     "seeds_done",
@@ -65,34 +65,36 @@ impl Setting<'_> {
 }
 
 impl SweepResults {
-    /// The sweep's settings in grid order.
-    pub fn settings(&self) -> Vec<Setting<'_>> {
-        let mut out: Vec<Setting> = Vec::new();
+    /// The points grouped by their values on every axis but `seed` and `skip` (those values as
+    /// a point of the smaller grid), in grid order.
+    pub(crate) fn by_setting(&self, skip: &[&str]) -> Vec<(Point, Vec<&PointResult>)> {
+        let mut out: Vec<(Point, Vec<&PointResult>)> = Vec::new();
         for p in &self.points {
-            let values: Vec<(String, toml::Value)> = p
-                .point
-                .values
-                .iter()
-                .filter(|(k, _)| k != "seed")
+            let values = (p.point.values.iter())
+                .filter(|(k, _)| k != "seed" && !skip.contains(&k.as_str()))
                 .cloned()
                 .collect();
-            let at = match out.iter().position(|s| s.values == values) {
-                Some(at) => at,
-                None => {
-                    out.push(Setting {
-                        values,
-                        done: Vec::new(),
-                        of: 0,
-                    });
-                    out.len() - 1
-                }
-            };
-            out[at].of += 1;
-            if p.state == PointState::Done {
-                out[at].done.push(p);
+            let setting = Point { values };
+            match out.iter_mut().find(|(s, _)| *s == setting) {
+                Some((_, members)) => members.push(p),
+                None => out.push((setting, vec![p])),
             }
         }
         out
+    }
+
+    /// The sweep's settings in grid order.
+    pub fn settings(&self) -> Vec<Setting<'_>> {
+        let settings = self.by_setting(&[]).into_iter();
+        settings
+            .map(|(setting, members)| Setting {
+                values: setting.values,
+                of: members.len(),
+                done: (members.into_iter())
+                    .filter(|p| p.state == PointState::Done)
+                    .collect(),
+            })
+            .collect()
     }
 
     pub fn summary_csv(&self) -> String {
