@@ -187,26 +187,36 @@ pub fn run(dir: &Path, sweep: &SweepConfig, reuse: &[PathBuf]) -> Result<SweepRe
         Err(_) => write_atomic(&file, &text)?,
     }
     let planned = plan(dir, sweep, reuse)?.points;
-    let fresh_after = |i: usize| {
+    let left_after = |i: usize| -> Vec<&Point> {
         let fresh = planned[i..]
             .iter()
             .filter(|(_, s, from)| *s == PointState::New && from.is_none());
-        fresh.count()
+        fresh.map(|(point, _, _)| point).collect()
     };
     let mut pace = Pace::default();
+    for (point, state, _) in &planned {
+        if *state == PointState::Done {
+            pace.add(point, recorded_seconds(sweep, dir, point));
+        }
+    }
     for (i, (point, state, from)) in planned.iter().enumerate() {
         let run_dir = run_dir(dir, point);
         let mut state = *state;
         if let Some(from) = from {
             reuse::copy_run(from, &run_dir, &sweep.point_config(point, dir)?)?;
             state = point_state(sweep, &run_dir);
+            pace.add(point, recorded_seconds(sweep, dir, point));
         }
         if state != PointState::Done {
             let started = Instant::now();
             run_point(dir, sweep, point, state)?;
-            if from.is_none() && state == PointState::New {
-                pace.add(started.elapsed());
-            }
+            pace.add(
+                point,
+                match state {
+                    PointState::New => Some(started.elapsed().as_secs_f64()),
+                    _ => recorded_seconds(sweep, dir, point),
+                },
+            );
         }
         let what = match (from, state) {
             (Some(from), _) => format!("reused {}", from.display()),
@@ -218,34 +228,58 @@ pub fn run(dir: &Path, sweep: &SweepConfig, reuse: &[PathBuf]) -> Result<SweepRe
             i + 1,
             planned.len(),
             point.name(),
-            pace.time_left(fresh_after(i + 1))
+            pace.time_left(&left_after(i + 1))
         );
     }
     report(dir)
 }
 
-/// The time a sweep has left: the mean time of the points this invocation trained from the
-/// start, times the points still to train from the start. A resumed, reused or only-probed point
-/// costs a fraction of one, so it neither sets the pace nor counts as one left.
+/// The training seconds a finished point's metrics record (evaluation excluded): what a point
+/// trained in an earlier session, or resumed, or copied, cost; none if they cannot be read.
+fn recorded_seconds(sweep: &SweepConfig, dir: &Path, point: &Point) -> Option<f64> {
+    let result = report::read_point(sweep, dir, point.clone()).ok()?;
+    (result.state == PointState::Done).then(|| result.train_seconds())
+}
+
+/// The time a sweep has left. Points of one grid differ in cost tenfold (pdim 8192 against
+/// 64), so a point still to train is expected to take as long as the finished points that share
+/// the most axis values with it (the same setting at another seed, else the same pdim, ...).
+/// Points finished here count their wall time; those found finished, their recorded training
+/// time. A point being resumed, reused or only probed is not counted as one left.
 #[derive(Default)]
 struct Pace {
-    seconds: f64,
-    points: u32,
+    took: Vec<(Point, f64)>,
 }
 
 impl Pace {
-    fn add(&mut self, took: std::time::Duration) {
-        self.seconds += took.as_secs_f64();
-        self.points += 1;
+    fn add(&mut self, point: &Point, seconds: Option<f64>) {
+        if let Some(seconds) = seconds {
+            self.took.push((point.clone(), seconds));
+        }
     }
 
-    /// `, about M min left` for `left` points to train; nothing before the first estimate.
-    fn time_left(&self, left: usize) -> String {
-        if self.points == 0 || left == 0 {
-            return String::new();
+    fn expected_seconds(&self, point: &Point) -> Option<f64> {
+        let shared = |other: &Point| {
+            let same = other.values.iter().filter(|(k, v)| point.get(k) == Some(v));
+            same.count()
+        };
+        let most = self.took.iter().map(|(p, _)| shared(p)).max()?;
+        let nearest: Vec<f64> = (self.took.iter())
+            .filter(|(p, _)| shared(p) == most)
+            .map(|(_, seconds)| *seconds)
+            .collect();
+        Some(nearest.iter().sum::<f64>() / nearest.len() as f64)
+    }
+
+    /// `, about M min left` for the points `left` to train; nothing before the first estimate.
+    fn time_left(&self, left: &[&Point]) -> String {
+        let seconds: Option<f64> = left.iter().map(|p| self.expected_seconds(p)).sum();
+        match seconds {
+            Some(seconds) if !left.is_empty() => {
+                format!(", about {:.0} min left", seconds / 60.0)
+            }
+            _ => String::new(),
         }
-        let minutes = self.seconds / f64::from(self.points) * left as f64 / 60.0;
-        format!(", about {minutes:.0} min left")
     }
 }
 
@@ -297,16 +331,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn time_left_averages_only_points_trained_from_the_start() {
+    fn time_left_expects_each_point_to_cost_what_its_nearest_finished_points_did() {
+        let point = |seed: i64, pdim: i64, lambda: f64| Point {
+            values: vec![
+                ("seed".into(), toml::Value::Integer(seed)),
+                ("pdim".into(), toml::Value::Integer(pdim)),
+                ("lambda".into(), toml::Value::Float(lambda)),
+            ],
+        };
         let mut pace = Pace::default();
+        let later = [point(1, 64, 0.1), point(0, 8192, 0.4), point(1, 256, 0.4)];
+        let later: Vec<&Point> = later.iter().collect();
         assert_eq!(
-            pace.time_left(5),
+            pace.time_left(&later),
             "",
-            "no estimate before a fresh point finishes"
+            "no estimate before a point finishes"
         );
-        pace.add(std::time::Duration::from_secs(300));
-        pace.add(std::time::Duration::from_secs(900));
-        assert_eq!(pace.time_left(3), ", about 30 min left");
-        assert_eq!(pace.time_left(0), "");
+        pace.add(&point(0, 64, 0.1), Some(600.0));
+        pace.add(&point(0, 8192, 0.1), Some(3000.0));
+        pace.add(&point(0, 8192, 0.4), None);
+        // 600 s (the same setting at seed 0) + 3000 s (pdim 8192 and seed 0 in common) + 1800 s
+        // (nothing in common: the mean of all).
+        assert_eq!(pace.time_left(&later), ", about 90 min left");
+        assert_eq!(pace.time_left(&[]), "");
     }
 }

@@ -83,7 +83,11 @@ pub fn report(dir: &Path) -> Result<SweepResults, SweepError> {
     Ok(results)
 }
 
-fn read_point(sweep: &SweepConfig, dir: &Path, point: Point) -> Result<PointResult, SweepError> {
+pub(super) fn read_point(
+    sweep: &SweepConfig,
+    dir: &Path,
+    point: Point,
+) -> Result<PointResult, SweepError> {
     let run = run_dir(dir, &point);
     let state = point_state(sweep, &run);
     let records = match run.join(metrics::METRICS_FILE).is_file() {
