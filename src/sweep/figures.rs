@@ -7,7 +7,7 @@
 //!   a line per view spec (Fig. 4), and `pareto.png`: error against training time, every line,
 //!   and the Pareto frontier of the 2-view lines at all fractions (Fig. 5).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use super::report::{PointResult, SweepResults};
@@ -73,17 +73,15 @@ fn groups<'a>(results: &'a SweepResults, skip: &[&str]) -> Vec<Group<'a>> {
         })
         .collect();
     for g in &mut out {
-        // Seeds counted are those with data, so a half-run sweep does not claim both.
-        let mut seeds: Vec<String> = g
-            .started()
-            .iter()
-            .filter_map(|p| p.point.get("seed").map(value_text))
-            .collect();
-        seeds.sort();
-        seeds.dedup();
-        let (seeds, of) = (seeds.len(), g.members.len());
+        // Seeds counted are those with data, so a half-run sweep does not claim both; a line
+        // that also spans another axis (pdim.png's λ lines) has several points per seed.
+        let seeds = |members: &[&PointResult]| {
+            let seeds = members.iter().filter_map(|p| p.point.get("seed"));
+            seeds.map(value_text).collect::<BTreeSet<String>>().len()
+        };
+        let (started, of) = (seeds(&g.started()), seeds(&g.members));
         if of > 1 {
-            g.label = format!("{} ({seeds} of {of} seeds)", g.label);
+            g.label = format!("{} ({started} of {of} seeds)", g.label);
         }
     }
     out
@@ -328,5 +326,15 @@ mod tests {
         let groups = groups(&results, &[]);
         assert_eq!(groups[0].label, "views=2x32 (1 of 2 seeds)");
         assert_eq!(groups[0].curve(), [(1, 10.0, 40.0), (2, 20.0, 45.0)]);
+
+        // A line across another axis (as pdim.png's λ lines span pdim) counts seeds, not points.
+        let mut wider = results.clone();
+        let mut other = point(1, &[(1, 0.50)]);
+        other.point.values[1].1 = toml::Value::String("4x32".into());
+        wider.points.push(other);
+        assert_eq!(
+            super::groups(&wider, &["views"])[0].label,
+            " (2 of 2 seeds)"
+        );
     }
 }
