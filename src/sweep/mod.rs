@@ -201,22 +201,21 @@ pub fn run(dir: &Path, sweep: &SweepConfig, reuse: &[PathBuf]) -> Result<SweepRe
     }
     for (i, (point, state, from)) in planned.iter().enumerate() {
         let run_dir = run_dir(dir, point);
-        let mut state = *state;
+        let (found, started) = (*state, Instant::now());
+        let mut state = found;
         if let Some(from) = from {
             reuse::copy_run(from, &run_dir, &sweep.point_config(point, dir)?)?;
             state = point_state(sweep, &run_dir);
-            pace.add(point, recorded_seconds(sweep, dir, point));
         }
         if state != PointState::Done {
-            let started = Instant::now();
             run_point(dir, sweep, point, state)?;
-            pace.add(
-                point,
-                match state {
-                    PointState::New => Some(started.elapsed().as_secs_f64()),
-                    _ => recorded_seconds(sweep, dir, point),
-                },
-            );
+        }
+        if found != PointState::Done {
+            let seconds = match (found, from) {
+                (PointState::New, None) => Some(started.elapsed().as_secs_f64()),
+                _ => recorded_seconds(sweep, dir, point),
+            };
+            pace.add(point, seconds);
         }
         let what = match (from, state) {
             (Some(from), _) => format!("reused {}", from.display()),
