@@ -178,6 +178,16 @@ impl SweepConfig {
         points
     }
 
+    /// Where `point` (or a setting: a point with some axes left out) sits in the grid: the
+    /// index of its value on each axis it has, so sorting by it gives the grid's order.
+    pub fn grid_position(&self, point: &Point) -> Vec<usize> {
+        let position = |axis: &Axis| {
+            let value = point.get(&axis.key)?;
+            axis.values.iter().position(|v| v == value)
+        };
+        self.axes.iter().filter_map(position).collect()
+    }
+
     /// The `ssl-train` config of `point`, its run directory under `dir`.
     pub fn point_config(&self, point: &Point, dir: &Path) -> Result<TrainConfig, SweepError> {
         let invalid = |problem: String| SweepError::Invalid {

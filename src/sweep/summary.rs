@@ -80,6 +80,9 @@ impl SweepResults {
                 None => out.push((setting, vec![p])),
             }
         }
+        // In order of first appearance, a value that an exclude keeps from the first points
+        // (λ 0.000125, pdim 8192 only) would come last instead of in its place on the axis.
+        out.sort_by_cached_key(|(setting, _)| self.sweep.grid_position(setting));
         out
     }
 
@@ -250,5 +253,40 @@ mod tests {
             "1,2,0.400000,0.400000,0.400000,0.450000,0.450000,0.450000,50.0"
         );
         assert_eq!(results.settings()[0].label(), "(seeds only)");
+    }
+
+    #[test]
+    fn settings_follow_the_axis_order_when_an_exclude_hides_a_value_at_first() {
+        let float = toml::Value::Float;
+        let axes = vec![
+            Axis {
+                key: "pdim".into(),
+                values: vec![toml::Value::Integer(64), toml::Value::Integer(8192)],
+            },
+            Axis {
+                key: "lambda".into(),
+                values: vec![float(0.000125), float(0.0005)],
+            },
+        ];
+        let exclude = toml::toml! { pdim = 64
+        lambda = 0.000125 };
+        let sweep = SweepConfig {
+            title: String::new(),
+            base: toml::Table::new(),
+            axes,
+            probe: true,
+            exclude: vec![exclude],
+        };
+        let points = (sweep.points().into_iter())
+            .map(|p| PointResult {
+                point: p,
+                ..point(0, 0, 0.4, Some(0.45))
+            })
+            .collect();
+        let results = SweepResults { sweep, points };
+        let lambdas: Vec<String> = (results.by_setting(&["pdim"]).iter())
+            .map(|(setting, _)| value_text(setting.get("lambda").unwrap()))
+            .collect();
+        assert_eq!(lambdas, ["0.000125", "0.0005"]);
     }
 }
