@@ -4,6 +4,7 @@
 //! loader -> trainer -> evaluation; see DESIGN.md in the shared folder for the whole map.
 
 pub mod allocator;
+pub mod atomic_file;
 pub mod bench;
 pub mod cli;
 pub mod collective;

@@ -69,11 +69,11 @@ pub fn draw_png(path: &Path, panels: &[Panel]) -> Result<(), PlotError> {
     }
     let image = image::RgbImage::from_raw(width, HEIGHT, buffer)
         .ok_or_else(|| failed("buffer size".into()))?;
-    let tmp = path.with_extension("png.partial");
+    let mut png = std::io::Cursor::new(Vec::new());
     image
-        .save_with_format(&tmp, image::ImageFormat::Png)
+        .write_to(&mut png, image::ImageFormat::Png)
         .map_err(|e| failed(e.to_string()))?;
-    std::fs::rename(&tmp, path).map_err(|error| PlotError::Io {
+    crate::atomic_file::write(path, png.into_inner()).map_err(|error| PlotError::Io {
         path: path.to_path_buf(),
         error,
     })
@@ -198,6 +198,7 @@ mod tests {
             "the lines are drawn in colour ({coloured} pixels)"
         );
         assert!(dark > 500, "axes and text are drawn ({dark} dark pixels)");
-        assert!(!path.with_extension("png.partial").exists());
+        let files = std::fs::read_dir(path.parent().unwrap()).unwrap().count();
+        assert_eq!(files, 1, "no temporary file is left beside the plot");
     }
 }

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use sha2::{Digest, Sha256};
 
+use crate::atomic_file::AtomicFile;
 use crate::model::{BackboneKind, SslModel};
 use crate::train::checkpoint::{self, TrainState, MODEL_FILE};
 use crate::train::{TrainConfig, CONFIG_FILE};
@@ -317,18 +318,13 @@ pub fn export(ckpt: &Checkpoint, out: &Path) -> Result<ExportReport, ExportError
     if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
         fs::create_dir_all(dir).map_err(io(dir))?;
     }
-    let mut tmp = out.as_os_str().to_owned();
-    tmp.push(".partial");
-    let tmp = PathBuf::from(tmp);
-    let written = if out.extension().is_some_and(|e| e == "safetensors") {
-        write_safetensors(&tensors, &tmp)
+    let file = AtomicFile::create(out).map_err(io(out))?;
+    if out.extension().is_some_and(|e| e == "safetensors") {
+        write_safetensors(&tensors, file.temp_path())?;
     } else {
-        write_pth(&tensors, &tmp)
-    };
-    if let Err(e) = written.and_then(|()| fs::rename(&tmp, out).map_err(io(out))) {
-        let _ = fs::remove_file(&tmp);
-        return Err(e);
+        write_pth(&tensors, file.temp_path())?;
     }
+    file.commit().map_err(io(out))?;
     Ok(ExportReport {
         out: out.to_path_buf(),
         model,

@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 
 use super::knn::FeatureSet;
 use super::{EvalError, Protocol};
+use crate::atomic_file::AtomicFile;
 use crate::loader::{AugmentConfig, CachePolicy, Loader, LoaderConfig, LoaderError, Order};
 use crate::model::Backbone;
 
@@ -235,13 +236,13 @@ pub fn save_cache(path: &Path, key: &str, set: &FeatureSet) -> Result<(), EvalEr
             )?,
         ),
     ]);
-    let tmp = path.with_extension("partial");
-    candle_core::safetensors::save(&tensors, &tmp)?;
     let io = |p: &Path| {
         let p = p.to_path_buf();
         move |error| EvalError::Io { path: p, error }
     };
-    std::fs::rename(&tmp, path).map_err(io(path))?;
+    let file = AtomicFile::create(path).map_err(io(path))?;
+    candle_core::safetensors::save(&tensors, file.temp_path())?;
+    file.commit().map_err(io(path))?;
     let key_path = path.with_extension("key");
-    std::fs::write(&key_path, key).map_err(io(&key_path))
+    crate::atomic_file::write(&key_path, key).map_err(io(&key_path))
 }

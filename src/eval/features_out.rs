@@ -13,7 +13,7 @@
 //! and std, so a check can rebuild the same inputs.
 
 use std::collections::HashMap;
-use std::fs::{self, File};
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -27,6 +27,7 @@ use parquet::file::properties::WriterProperties;
 
 use super::export::{load_model, open_checkpoint, ExportError};
 use super::knn::FeatureSet;
+use crate::atomic_file::AtomicFile;
 use crate::loader::augment::{ViewPipeline, ViewScratch};
 use crate::loader::batch::assemble;
 use crate::loader::dataset::{Dataset, WorkerCache};
@@ -251,8 +252,8 @@ pub fn write_features(args: &FeaturesArgs) -> Result<FeaturesReport, ExportError
     })
 }
 
-/// Writes `index`, `label` and `features` columns (see the module docs) to `path`, through
-/// `<path>.partial`.
+/// Writes `index`, `label` and `features` columns (see the module docs) to `path`, whole or
+/// not at all.
 pub fn write_parquet(
     features: &SelectedFeatures,
     metadata: &str,
@@ -296,27 +297,17 @@ pub fn write_parquet(
             error,
         })?;
     }
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".partial");
-    let tmp = PathBuf::from(tmp);
-    let write = || -> Result<(), ExportError> {
-        let parquet = |error| ExportError::Parquet {
-            path: path.to_path_buf(),
-            error,
-        };
-        let file = File::create(&tmp).map_err(|error| ExportError::Io {
-            path: tmp.clone(),
-            error,
-        })?;
-        let mut writer = ArrowWriter::try_new(file, schema, Some(props)).map_err(parquet)?;
-        writer.write(&batch).map_err(parquet)?;
-        writer.close().map_err(parquet)?;
-        fs::rename(&tmp, path).map_err(|error| ExportError::Io {
-            path: path.to_path_buf(),
-            error,
-        })
+    let io = |error| ExportError::Io {
+        path: path.to_path_buf(),
+        error,
     };
-    write().inspect_err(|_| {
-        let _ = fs::remove_file(&tmp);
-    })
+    let parquet = |error| ExportError::Parquet {
+        path: path.to_path_buf(),
+        error,
+    };
+    let mut file = AtomicFile::create(path).map_err(io)?;
+    let mut writer = ArrowWriter::try_new(file.file(), schema, Some(props)).map_err(parquet)?;
+    writer.write(&batch).map_err(parquet)?;
+    writer.close().map_err(parquet)?;
+    file.commit().map_err(io)
 }

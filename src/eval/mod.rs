@@ -326,10 +326,7 @@ pub fn evaluate(req: &EvalRequest) -> Result<EvalReport, EvalError> {
         error,
     })?;
     let path = req.out.join(EVAL_FILE);
-    std::fs::write(
-        &path,
-        serde_json::to_string_pretty(&report).expect("report serialises"),
-    )
-    .map_err(|error| EvalError::Io { path, error })?;
+    let text = serde_json::to_string_pretty(&report).expect("report serialises");
+    crate::atomic_file::write(&path, text).map_err(|error| EvalError::Io { path, error })?;
     Ok(report)
 }

@@ -350,7 +350,7 @@ fn write_resolved_config(cfg: &PackConfig, dir: &Path) -> Result<(), PackError> 
         path: path.clone(),
         problem: e.to_string(),
     })?;
-    fs::write(&path, text).map_err(PackError::io(&path))
+    crate::atomic_file::write(&path, text).map_err(PackError::io(&path))
 }
 
 fn validate(cfg: &PackConfig) -> Result<(), PackError> {

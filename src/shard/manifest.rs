@@ -215,18 +215,8 @@ impl Manifest {
     /// Writes `dir/manifest.json` through a temporary name, so a crash never leaves half a manifest.
     pub fn write_atomic(&self, dir: &Path) -> Result<(), ShardError> {
         let path = dir.join(MANIFEST_FILE);
-        let tmp = dir.join(format!("{MANIFEST_FILE}.partial"));
         let text = serde_json::to_string_pretty(self).expect("manifest serialises");
-        let write = || -> std::io::Result<()> {
-            let mut file = fs::File::create(&tmp)?;
-            file.write_all(text.as_bytes())?;
-            file.sync_all()?;
-            fs::rename(&tmp, &path)
-        };
-        write().map_err(|e| {
-            let _ = fs::remove_file(&tmp);
-            ShardError::Io { path, error: e }
-        })
+        crate::atomic_file::write(&path, text).map_err(|error| ShardError::Io { path, error })
     }
 
     pub fn split(&self, name: &str) -> Result<&SplitInfo, ShardError> {

@@ -35,6 +35,7 @@ pub mod summary;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use crate::atomic_file;
 use crate::eval::{evaluate, monitor::train_with_knn, EvalError, EvalRequest, Protocol, EVAL_FILE};
 use crate::train::{checkpoint, Run, TrainError, SUMMARY_FILE};
 
@@ -159,12 +160,6 @@ fn grows(existing: &str, sweep: &SweepConfig, dir: &Path) -> bool {
     old.base == sweep.base && old.probe == sweep.probe && old.points().iter().all(kept)
 }
 
-fn write_atomic(file: &Path, text: &str) -> Result<(), SweepError> {
-    let partial = file.with_extension("toml.partial");
-    std::fs::write(&partial, text).map_err(io(&partial))?;
-    std::fs::rename(&partial, file).map_err(io(file))
-}
-
 /// Runs every point of `sweep` in `dir` that is not done yet, then writes the report. A new
 /// point that a finished run under `reuse` (other sweep directories) trained with the same
 /// config is copied from there and only probed.
@@ -174,7 +169,9 @@ pub fn run(dir: &Path, sweep: &SweepConfig, reuse: &[PathBuf]) -> Result<SweepRe
     let text = toml::to_string_pretty(sweep).expect("a sweep serialises");
     match std::fs::read_to_string(&file) {
         Ok(existing) if existing == text => {}
-        Ok(existing) if grows(&existing, sweep, dir) => write_atomic(&file, &text)?,
+        Ok(existing) if grows(&existing, sweep, dir) => {
+            atomic_file::write(&file, &text).map_err(io(&file))?
+        }
         Ok(_) => {
             return Err(SweepError::Invalid {
                 path: file,
@@ -184,7 +181,7 @@ pub fn run(dir: &Path, sweep: &SweepConfig, reuse: &[PathBuf]) -> Result<SweepRe
                     .into(),
             })
         }
-        Err(_) => write_atomic(&file, &text)?,
+        Err(_) => atomic_file::write(&file, &text).map_err(io(&file))?,
     }
     let planned = plan(dir, sweep, reuse)?.points;
     let left_after = |i: usize| -> Vec<&Point> {

@@ -77,7 +77,7 @@ pub fn report(dir: &Path) -> Result<SweepResults, SweepError> {
         (SUMMARY_CSV, results.summary_csv()),
     ] {
         let path = dir.join(name);
-        std::fs::write(&path, text).map_err(io(&path))?;
+        crate::atomic_file::write(&path, text).map_err(io(&path))?;
     }
     super::figures::draw_all(dir, &results)?;
     Ok(results)

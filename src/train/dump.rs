@@ -5,9 +5,10 @@
 //! file per resolution group, NumPy's format) and `init.safetensors`.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::{io, setup, steps_per_epoch, Run, TrainError};
+use crate::atomic_file::AtomicFile;
 use crate::loader::Cursor;
 
 pub const INIT_FILE: &str = "init.safetensors";
@@ -52,14 +53,12 @@ fn write_npy_u8(path: &Path, shape: &[usize], data: &[u8]) -> std::io::Result<()
     let pad = (64 - (10 + header.len() + 1) % 64) % 64;
     header.push_str(&" ".repeat(pad));
     header.push('\n');
-    let tmp = PathBuf::from(format!("{}.partial", path.display()));
-    let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+    let mut f = AtomicFile::create(path)?;
     f.write_all(b"\x93NUMPY\x01\x00")?;
     f.write_all(&(header.len() as u16).to_le_bytes())?;
     f.write_all(header.as_bytes())?;
     f.write_all(data)?;
-    f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-    std::fs::rename(tmp, path)
+    f.commit()
 }
 
 #[cfg(test)]

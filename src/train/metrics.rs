@@ -74,9 +74,7 @@ impl Metrics {
             .filter(keep)
             .map(|l| format!("{l}\n"))
             .collect();
-        let tmp = run.join(format!("{METRICS_FILE}.partial"));
-        std::fs::write(&tmp, kept).map_err(io(&tmp))?;
-        std::fs::rename(&tmp, &path).map_err(io(&path))?;
+        crate::atomic_file::write(&path, kept).map_err(io(&path))?;
         Self::open(run, true)
     }
 

@@ -251,7 +251,7 @@ pub fn train_replicated(
     if trainer.replicas.primary() {
         let path = run.dir().join(SUMMARY_FILE);
         let text = serde_json::to_string_pretty(&summary).expect("summary serialises");
-        std::fs::write(&path, text).map_err(io(&path))?;
+        crate::atomic_file::write(&path, text).map_err(io(&path))?;
     }
     trainer.replicas.barrier()?;
     Ok(summary)
@@ -346,7 +346,7 @@ impl<'a> Trainer<'a> {
         // then leaves the run's config as it was.
         if !run.resume && primary {
             let config_path = dir.join(CONFIG_FILE);
-            std::fs::write(&config_path, &config_text).map_err(io(&config_path))?;
+            crate::atomic_file::write(&config_path, &config_text).map_err(io(&config_path))?;
         }
         let mut metrics = match (primary, run.resume) {
             (false, _) => Metrics::discard(),
@@ -451,7 +451,7 @@ impl<'a> Trainer<'a> {
             )?;
             if self.run.resume {
                 let path = dir.join(CONFIG_FILE);
-                std::fs::write(&path, &self.config_text).map_err(io(&path))?;
+                crate::atomic_file::write(&path, &self.config_text).map_err(io(&path))?;
             }
         }
         Ok(measured)
