@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use super::report::{PointResult, SweepResults};
-use super::{value_text, SweepError};
+use super::{value_text, PointState, SweepError};
 use crate::plot::{draw_png, Panel, Series};
 
 /// A line: points equal but for the seed.
@@ -27,7 +27,7 @@ impl Group<'_> {
 
     /// The seeds that have trained at least one epoch: a sweep drawn mid-run shows what exists.
     fn started(&self) -> Vec<&PointResult> {
-        let started = self.members.iter().filter(|p| !p.epochs.is_empty());
+        let started = self.members.iter().filter(|p| Drawn::Epochs.includes(p));
         started.copied().collect()
     }
 
@@ -58,8 +58,28 @@ impl Group<'_> {
     }
 }
 
-/// Groups points by every axis value except `seed` and those in `skip`, in grid order.
-fn groups<'a>(results: &'a SweepResults, skip: &[&str]) -> Vec<Group<'a>> {
+/// What a figure draws of each point.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Drawn {
+    /// Every epoch so far (curves against epoch or time).
+    Epochs,
+    /// The final accuracy, so only points that finished training: a run stopped at epoch 2 of 5
+    /// would otherwise sit beside finished ones as if it were their equal.
+    Final,
+}
+
+impl Drawn {
+    fn includes(self, p: &PointResult) -> bool {
+        match self {
+            Drawn::Epochs => !p.epochs.is_empty(),
+            Drawn::Final => matches!(p.state, PointState::Trained | PointState::Done),
+        }
+    }
+}
+
+/// Groups points by every axis value except `seed` and those in `skip`, in grid order; a
+/// `Drawn::Final` group keeps only its finished points.
+fn groups<'a>(results: &'a SweepResults, skip: &[&str], drawn: Drawn) -> Vec<Group<'a>> {
     let settings = results.by_setting(skip).into_iter();
     let mut out: Vec<Group> = settings
         .map(|(setting, members)| {
@@ -79,9 +99,15 @@ fn groups<'a>(results: &'a SweepResults, skip: &[&str]) -> Vec<Group<'a>> {
             let seeds = members.iter().filter_map(|p| p.point.get("seed"));
             seeds.map(value_text).collect::<BTreeSet<String>>().len()
         };
-        let (started, of) = (seeds(&g.started()), seeds(&g.members));
+        let shown: Vec<&PointResult> = (g.members.iter().copied())
+            .filter(|p| drawn.includes(p))
+            .collect();
+        let (with_data, of) = (seeds(&shown), seeds(&g.members));
         if of > 1 {
-            g.label = format!("{} ({started} of {of} seeds)", g.label);
+            g.label = format!("{} ({with_data} of {of} seeds)", g.label);
+        }
+        if drawn == Drawn::Final {
+            g.members = shown;
         }
     }
     out
@@ -109,7 +135,7 @@ pub fn draw_all(dir: &Path, results: &SweepResults) -> Result<(), SweepError> {
 }
 
 fn curves(results: &SweepResults) -> [Panel; 2] {
-    let groups = groups(results, &[]);
+    let groups = groups(results, &[], Drawn::Epochs);
     let series = |time: bool| {
         groups
             .iter()
@@ -144,7 +170,7 @@ fn curves(results: &SweepResults) -> [Panel; 2] {
 
 /// Fig. 2: accuracy against pdim, a line per value of the other axes and the best of them.
 fn pdim(results: &SweepResults) -> [Panel; 2] {
-    let groups = groups(results, &["pdim"]);
+    let groups = groups(results, &["pdim"], Drawn::Final);
     let panel = |what: &str, f: &dyn Fn(&PointResult) -> Option<f64>| {
         let mut best: BTreeMap<i64, f64> = BTreeMap::new();
         let mut series = Vec::new();
@@ -201,7 +227,7 @@ fn pdim(results: &SweepResults) -> [Panel; 2] {
 /// Fig. 4: final kNN against the fraction of the data, a line per view spec.
 fn fraction(results: &SweepResults) -> Panel {
     let mut series: Vec<Series> = Vec::new();
-    for g in groups(results, &[]) {
+    for g in groups(results, &[], Drawn::Final) {
         let (Some(views), Some(frac)) = (
             g.key("views").map(value_text),
             g.key("fraction").and_then(number),
@@ -233,7 +259,7 @@ fn fraction(results: &SweepResults) -> Panel {
 
 /// Fig. 5: error against training time for every line, and the frontier of the 2-view lines.
 fn pareto(results: &SweepResults) -> Panel {
-    let groups = groups(results, &[]);
+    let groups = groups(results, &[], Drawn::Epochs);
     let two_views = |g: &Group| {
         g.key("views")
             .map(value_text)
@@ -323,7 +349,7 @@ mod tests {
             },
             points: vec![point(0, &[(1, 0.40), (2, 0.45)]), point(1, &[])],
         };
-        let groups = groups(&results, &[]);
+        let groups = groups(&results, &[], Drawn::Epochs);
         assert_eq!(groups[0].label, "views=2x32 (1 of 2 seeds)");
         assert_eq!(groups[0].curve(), [(1, 10.0, 40.0), (2, 20.0, 45.0)]);
 
@@ -333,8 +359,38 @@ mod tests {
         other.point.values[1].1 = toml::Value::String("4x32".into());
         wider.points.push(other);
         assert_eq!(
-            super::groups(&wider, &["views"])[0].label,
+            super::groups(&wider, &["views"], Drawn::Epochs)[0].label,
             " (2 of 2 seeds)"
         );
+    }
+
+    #[test]
+    fn final_accuracy_figures_leave_out_a_run_still_training() {
+        let mut finished = point(0, &[(1, 0.40), (2, 0.44), (3, 0.46)]);
+        let mut stopped = point(1, &[(1, 0.30)]);
+        stopped.state = PointState::Interrupted;
+        for p in [&mut finished, &mut stopped] {
+            p.point.values[1] = ("pdim".into(), toml::Value::Integer(64));
+        }
+        let axes = ["seed", "pdim"].map(|key| Axis {
+            key: key.into(),
+            values: vec![],
+        });
+        let results = SweepResults {
+            sweep: SweepConfig {
+                title: String::new(),
+                base: toml::Table::new(),
+                axes: axes.to_vec(),
+                probe: false,
+                exclude: vec![],
+            },
+            points: vec![finished, stopped],
+        };
+        let [knn, _] = pdim(&results);
+        assert_eq!(knn.series[0].name, " (1 of 2 seeds)");
+        assert_eq!(knn.series[0].points, [(64.0, 46.0)]);
+        // The curves still show the stopped run's epochs.
+        let [by_epoch, _] = curves(&results);
+        assert_eq!(by_epoch.series[0].name, "pdim=64 (2 of 2 seeds)");
     }
 }
