@@ -149,10 +149,45 @@ fn draw_panel(panel: &Panel, area: &Area) -> DrawResult {
             .background_style(WHITE.mix(0.85))
             .border_style(RGBColor(200, 200, 200))
             .label_font((FONT, 12))
-            .position(SeriesLabelPosition::LowerRight)
+            .position(legend_corner(panel, (x0, x1), (y0, y1), x_of))
             .draw()?;
     }
     Ok(())
+}
+
+/// The corner of the plot whose quarter the lines cross least, for the legend box: a fixed
+/// corner hid pdim.png's collapsed λ, whose line falls to the lower right. Ties go to the lower
+/// right, then lower left, upper right, upper left.
+fn legend_corner(
+    panel: &Panel,
+    (x0, x1): (f64, f64),
+    (y0, y1): (f64, f64),
+    x_of: impl Fn(f64) -> f64,
+) -> SeriesLabelPosition {
+    // Points along each line, not only its vertices: a long segment crosses quarters between them.
+    const STEPS: usize = 16;
+    let mut crossings = [0usize; 4];
+    for series in &panel.series {
+        let line: Vec<(f64, f64)> = series.points.iter().map(|&(x, y)| (x_of(x), y)).collect();
+        let segments = line.windows(2).map(|w| (w[0], w[1]));
+        let single = (line.len() == 1).then(|| (line[0], line[0]));
+        for ((ax, ay), (bx, by)) in segments.chain(single) {
+            for step in 0..=STEPS {
+                let t = step as f64 / STEPS as f64;
+                let right = ax + t * (bx - ax) > (x0 + x1) / 2.0;
+                let upper = ay + t * (by - ay) > (y0 + y1) / 2.0;
+                crossings[usize::from(upper) * 2 + usize::from(!right)] += 1;
+            }
+        }
+    }
+    let corners = [
+        SeriesLabelPosition::LowerRight,
+        SeriesLabelPosition::LowerLeft,
+        SeriesLabelPosition::UpperRight,
+        SeriesLabelPosition::UpperLeft,
+    ];
+    let least = (0..4).min_by_key(|&i| crossings[i]).unwrap_or(0);
+    corners[least].clone()
 }
 
 #[cfg(test)]
@@ -200,5 +235,26 @@ mod tests {
         assert!(dark > 500, "axes and text are drawn ({dark} dark pixels)");
         let files = std::fs::read_dir(path.parent().unwrap()).unwrap().count();
         assert_eq!(files, 1, "no temporary file is left beside the plot");
+    }
+
+    #[test]
+    fn the_legend_goes_to_a_corner_the_lines_leave_free() {
+        let panel = |points: Vec<(f64, f64)>| Panel {
+            series: vec![Series {
+                name: "a".into(),
+                points,
+            }],
+            ..Panel::default()
+        };
+        let corner = |points| legend_corner(&panel(points), (0.0, 10.0), (0.0, 10.0), |x| x);
+        // Rising: the lower right is free, as by default.
+        let rising = vec![(0.0, 0.0), (10.0, 10.0)];
+        assert_eq!(corner(rising), SeriesLabelPosition::LowerRight);
+        // Falling to the lower right (a collapsed run): the legend moves out of its way.
+        let falling = vec![(0.0, 9.0), (6.0, 9.0), (10.0, 1.0)];
+        assert_eq!(corner(falling), SeriesLabelPosition::LowerLeft);
+        // Everything low: the legend goes up.
+        let low = vec![(0.0, 1.0), (5.0, 2.0), (10.0, 1.0)];
+        assert_eq!(corner(low), SeriesLabelPosition::UpperRight);
     }
 }
