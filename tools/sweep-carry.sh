@@ -27,7 +27,8 @@ save() {
       [[ -f $point/summary.json && -f $point/eval.json ]] || continue
       dest="$kept/$name/runs/$(basename "$point")"
       rm -rf "$dest.partial" && mkdir -p "$dest.partial"
-      find "$point" -maxdepth 1 -type f -exec cp {} "$dest.partial/" \;
+      # Not a temporary file a killed write left behind (atomic_file names them *.partial).
+      find "$point" -maxdepth 1 -type f ! -name "*.partial" -exec cp {} "$dest.partial/" \;
       rm -rf "$dest" && mv "$dest.partial" "$dest"
       echo "saved $dest"
     done
