@@ -54,20 +54,28 @@ fn register_font() {
 pub fn draw_png(path: &Path, panels: &[Panel]) -> Result<(), PlotError> {
     register_font();
     let width = PANEL_WIDTH * panels.len().max(1) as u32;
-    let mut buffer = vec![255u8; (width * HEIGHT * 3) as usize];
+    let legends = Legend::for_panels(panels, width);
+    let legend_height = legends.iter().map(Legend::height).max().unwrap_or(0);
+    let height = HEIGHT + legend_height;
+    let mut buffer = vec![255u8; (width * height * 3) as usize];
     let failed = |message: String| PlotError::Draw {
         path: path.to_path_buf(),
         message,
     };
     {
-        let root = BitMapBackend::with_buffer(&mut buffer, (width, HEIGHT)).into_drawing_area();
-        let areas = root.split_evenly((1, panels.len().max(1)));
+        let root = BitMapBackend::with_buffer(&mut buffer, (width, height)).into_drawing_area();
+        let (charts, below) = root.split_vertically(HEIGHT);
+        let areas = charts.split_evenly((1, panels.len().max(1)));
         for (panel, area) in panels.iter().zip(&areas) {
             draw_panel(panel, area).map_err(|e| failed(e.to_string()))?;
         }
+        let strips = below.split_evenly((1, legends.len().max(1)));
+        for (legend, strip) in legends.iter().zip(&strips) {
+            legend.draw(strip).map_err(|e| failed(e.to_string()))?;
+        }
         root.present().map_err(|e| failed(e.to_string()))?;
     }
-    let image = image::RgbImage::from_raw(width, HEIGHT, buffer)
+    let image = image::RgbImage::from_raw(width, height, buffer)
         .ok_or_else(|| failed("buffer size".into()))?;
     let mut png = std::io::Cursor::new(Vec::new());
     image
@@ -135,59 +143,77 @@ fn draw_panel(panel: &Panel, area: &Area) -> DrawResult {
     for (i, series) in panel.series.iter().enumerate() {
         let colour = Palette99::pick(i).to_rgba();
         let line: Vec<(f64, f64)> = series.points.iter().map(|&(x, y)| (x_of(x), y)).collect();
-        chart
-            .draw_series(LineSeries::new(line.clone(), colour.stroke_width(2)))?
-            .label(series.name.as_str())
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 16, y)], colour.stroke_width(2))
-            });
+        chart.draw_series(LineSeries::new(line.clone(), colour.stroke_width(2)))?;
         chart.draw_series(line.into_iter().map(|p| Circle::new(p, 3, colour.filled())))?;
-    }
-    if panel.series.iter().any(|s| !s.name.is_empty()) {
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.85))
-            .border_style(RGBColor(200, 200, 200))
-            .label_font((FONT, 12))
-            .position(legend_corner(panel, (x0, x1), (y0, y1), x_of))
-            .draw()?;
     }
     Ok(())
 }
 
-/// The corner of the plot whose quarter the lines cross least, for the legend box: a fixed
-/// corner hid pdim.png's collapsed λ, whose line falls to the lower right. Ties go to the lower
-/// right, then lower left, upper right, upper left.
-fn legend_corner(
-    panel: &Panel,
-    (x0, x1): (f64, f64),
-    (y0, y1): (f64, f64),
-    x_of: impl Fn(f64) -> f64,
-) -> SeriesLabelPosition {
-    // Points along each line, not only its vertices: a long segment crosses quarters between them.
-    const STEPS: usize = 16;
-    let mut crossings = [0usize; 4];
-    for series in &panel.series {
-        let line: Vec<(f64, f64)> = series.points.iter().map(|&(x, y)| (x_of(x), y)).collect();
-        let segments = line.windows(2).map(|w| (w[0], w[1]));
-        let single = (line.len() == 1).then(|| (line[0], line[0]));
-        for ((ax, ay), (bx, by)) in segments.chain(single) {
-            for step in 0..=STEPS {
-                let t = step as f64 / STEPS as f64;
-                let right = ax + t * (bx - ax) > (x0 + x1) / 2.0;
-                let upper = ay + t * (by - ay) > (y0 + y1) / 2.0;
-                crossings[usize::from(upper) * 2 + usize::from(!right)] += 1;
-            }
+/// Rows of the legend below the charts, in pixels.
+const LEGEND_ROW: u32 = 18;
+/// A label's width per character at the legend's 12 px font, rounded up (DejaVu Sans).
+const LEGEND_CHAR: u32 = 7;
+
+/// The line names under the charts, in columns: a legend inside a chart covers lines (a
+/// collapsed run's, the last epochs'), and with nine lines no corner is free.
+struct Legend<'a> {
+    /// (name, index of the series: its colour).
+    entries: Vec<(&'a str, usize)>,
+    columns: usize,
+}
+
+impl<'a> Legend<'a> {
+    /// One legend across the whole width when every panel names the same lines (a figure's
+    /// panels usually show one set of lines two ways), else one under each panel.
+    fn for_panels(panels: &'a [Panel], width: u32) -> Vec<Legend<'a>> {
+        let names = |p: &'a Panel| -> Vec<(&'a str, usize)> {
+            let named = p
+                .series
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| !s.name.is_empty());
+            named.map(|(i, s)| (s.name.as_str(), i)).collect()
+        };
+        let shared = panels.windows(2).all(|w| names(&w[0]) == names(&w[1]));
+        match (panels.first(), shared) {
+            (None, _) => Vec::new(),
+            (Some(first), true) => vec![Legend::new(names(first), width)],
+            (Some(_), false) => (panels.iter())
+                .map(|p| Legend::new(names(p), PANEL_WIDTH))
+                .collect(),
         }
     }
-    let corners = [
-        SeriesLabelPosition::LowerRight,
-        SeriesLabelPosition::LowerLeft,
-        SeriesLabelPosition::UpperRight,
-        SeriesLabelPosition::UpperLeft,
-    ];
-    let least = (0..4).min_by_key(|&i| crossings[i]).unwrap_or(0);
-    corners[least].clone()
+
+    fn new(entries: Vec<(&'a str, usize)>, width: u32) -> Self {
+        let widest = entries.iter().map(|(n, _)| n.chars().count()).max();
+        let column = 40 + LEGEND_CHAR * widest.unwrap_or(0) as u32;
+        let columns = (width / column).clamp(1, entries.len().max(1) as u32) as usize;
+        Self { entries, columns }
+    }
+
+    fn height(&self) -> u32 {
+        match self.entries.len() {
+            0 => 0,
+            n => n.div_ceil(self.columns) as u32 * LEGEND_ROW + 12,
+        }
+    }
+
+    /// Entries fill the columns top to bottom, so a column reads in the lines' order.
+    fn draw(&self, area: &Area) -> DrawResult {
+        let rows = self.entries.len().div_ceil(self.columns);
+        let column_width = area.dim_in_pixel().0 as i32 / self.columns as i32;
+        for (k, &(name, series)) in self.entries.iter().enumerate() {
+            let colour = Palette99::pick(series).to_rgba();
+            let x = 24 + (k / rows) as i32 * column_width;
+            let y = 6 + (k % rows) as i32 * LEGEND_ROW as i32 + LEGEND_ROW as i32 / 2;
+            area.draw(&PathElement::new(
+                vec![(x, y), (x + 16, y)],
+                colour.stroke_width(2),
+            ))?;
+            area.draw(&Text::new(name, (x + 22, y - 7), (FONT, 12)))?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -222,7 +248,11 @@ mod tests {
         ];
         draw_png(&path, &panels).unwrap();
         let img = image::open(&path).unwrap().to_rgb8();
-        assert_eq!(img.dimensions(), (2 * PANEL_WIDTH, HEIGHT));
+        // One legend row under the first panel, whose two lines are named.
+        assert_eq!(
+            img.dimensions(),
+            (2 * PANEL_WIDTH, HEIGHT + LEGEND_ROW + 12)
+        );
         let coloured = img
             .pixels()
             .filter(|p| p.0.iter().max() != p.0.iter().min())
@@ -238,23 +268,37 @@ mod tests {
     }
 
     #[test]
-    fn the_legend_goes_to_a_corner_the_lines_leave_free() {
-        let panel = |points: Vec<(f64, f64)>| Panel {
-            series: vec![Series {
-                name: "a".into(),
-                points,
-            }],
+    fn panels_naming_the_same_lines_share_one_legend_below_them() {
+        let named = |names: &[&str]| Panel {
+            series: (names.iter())
+                .map(|n| Series {
+                    name: n.to_string(),
+                    points: vec![(1.0, 1.0)],
+                })
+                .collect(),
             ..Panel::default()
         };
-        let corner = |points| legend_corner(&panel(points), (0.0, 10.0), (0.0, 10.0), |x| x);
-        // Rising: the lower right is free, as by default.
-        let rising = vec![(0.0, 0.0), (10.0, 10.0)];
-        assert_eq!(corner(rising), SeriesLabelPosition::LowerRight);
-        // Falling to the lower right (a collapsed run): the legend moves out of its way.
-        let falling = vec![(0.0, 9.0), (6.0, 9.0), (10.0, 1.0)];
-        assert_eq!(corner(falling), SeriesLabelPosition::LowerLeft);
-        // Everything low: the legend goes up.
-        let low = vec![(0.0, 1.0), (5.0, 2.0), (10.0, 1.0)];
-        assert_eq!(corner(low), SeriesLabelPosition::UpperRight);
+        let nine: Vec<String> = (1..=9).map(|i| format!("line {i}")).collect();
+        let nine: Vec<&str> = nine.iter().map(String::as_str).collect();
+        let same = [named(&nine), named(&nine)];
+        let legends = Legend::for_panels(&same, 2 * PANEL_WIDTH);
+        assert_eq!(legends.len(), 1);
+        assert_eq!(legends[0].entries.len(), 9);
+        // "line 9" is 6 characters: 82 px a column, as many as fit (13), but no more than 9.
+        assert_eq!(legends[0].columns, 9);
+        assert_eq!(legends[0].height(), LEGEND_ROW + 12);
+
+        let long = "views=2x32:0.08-1, fraction=0.25 (2 of 2 seeds)";
+        let different = [named(&[long, long, long]), named(&["a"])];
+        let legends = Legend::for_panels(&different, 2 * PANEL_WIDTH);
+        assert_eq!(legends.len(), 2);
+        // 47 characters: one column of three rows under a 560 px panel.
+        assert_eq!(
+            (legends[0].columns, legends[0].height()),
+            (1, 3 * LEGEND_ROW + 12)
+        );
+
+        let unnamed = [named(&[""])];
+        assert_eq!(Legend::for_panels(&unnamed, PANEL_WIDTH)[0].height(), 0);
     }
 }
