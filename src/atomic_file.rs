@@ -39,7 +39,9 @@ impl AtomicFile {
         // output, readable as the umask allows, like one `fs::write` creates.
         #[cfg(unix)]
         builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
-        let temp = builder.tempfile_in(dir)?;
+        // tempfile's error names the temporary file, which never existed or is gone; the caller
+        // names `path`.
+        let temp = builder.tempfile_in(dir).map_err(without_temp_path)?;
         Ok(Self {
             temp,
             path: path.to_path_buf(),
@@ -58,20 +60,35 @@ impl AtomicFile {
 
     /// Syncs the temporary file and renames it over `path`.
     pub fn commit(self) -> io::Result<()> {
-        // Through a fresh handle: an encoder given `temp_path` may have replaced the file.
+        // An encoder given `temp_path` may have replaced the file with one of its own, private
+        // (safetensors writes a 0600 file and renames it): the permissions of the file we
+        // created, and the sync, go to whatever is at the path now.
+        let permissions = self.temp.as_file().metadata()?.permissions();
+        std::fs::set_permissions(self.temp.path(), permissions)?;
         File::open(self.temp.path())?.sync_all()?;
         self.temp.persist(&self.path).map_err(|e| e.error)?;
         Ok(())
     }
 }
 
+/// tempfile appends ` at path "<temporary name>"` to the OS error and keeps no other handle
+/// on it; the error's kind and the OS message stay.
+fn without_temp_path(error: io::Error) -> io::Error {
+    let message = error.to_string();
+    match message.split_once(" at path ") {
+        Some((os_message, _)) => io::Error::new(error.kind(), os_message),
+        None => error,
+    }
+}
+
 impl Write for AtomicFile {
+    // Through the File: NamedTempFile's own Write adds the temporary name to every error.
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.temp.write(buf)
+        self.temp.as_file_mut().write(buf)
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.temp.flush()
+        self.temp.as_file_mut().flush()
     }
 }
 
@@ -138,7 +155,29 @@ mod tests {
     fn writing_into_a_missing_directory_fails_and_creates_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("absent").join("x.json");
-        assert!(write(&path, "x").is_err());
+        let error = write(&path, "x").unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::NotFound);
+        // The caller names `path`; a temporary name in the message would only mislead.
+        assert!(!error.to_string().contains("partial"), "{error}");
         assert!(!path.exists());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_file_an_encoder_replaced_gets_the_permissions_of_ours() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (path, plain) = (dir.path().join("model.safetensors"), dir.path().join("b"));
+        std::fs::write(&plain, "x").unwrap();
+        let file = AtomicFile::create(&path).unwrap();
+        // As safetensors does: its own private file renamed over the path it was given.
+        let private = dir.path().join("private");
+        std::fs::write(&private, "weights").unwrap();
+        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::rename(&private, file.temp_path()).unwrap();
+        file.commit().unwrap();
+        let mode = |p: &Path| p.metadata().unwrap().permissions().mode();
+        assert_eq!(mode(&path), mode(&plain));
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "weights");
     }
 }

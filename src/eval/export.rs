@@ -318,11 +318,11 @@ pub fn export(ckpt: &Checkpoint, out: &Path) -> Result<ExportReport, ExportError
     if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
         fs::create_dir_all(dir).map_err(io(dir))?;
     }
-    let file = AtomicFile::create(out).map_err(io(out))?;
+    let mut file = AtomicFile::create(out).map_err(io(out))?;
     if out.extension().is_some_and(|e| e == "safetensors") {
-        write_safetensors(&tensors, file.temp_path())?;
+        write_safetensors(&tensors, file.temp_path(), out)?;
     } else {
-        write_pth(&tensors, file.temp_path())?;
+        write_pth(&tensors, file.file(), out)?;
     }
     file.commit().map_err(io(out))?;
     Ok(ExportReport {
@@ -340,7 +340,8 @@ pub fn export(ckpt: &Checkpoint, out: &Path) -> Result<ExportReport, ExportError
     })
 }
 
-fn write_safetensors(tensors: &[StateTensor], path: &Path) -> Result<(), ExportError> {
+/// Writes `tensors` to the file at `at`; errors name `path`, the file it will become.
+fn write_safetensors(tensors: &[StateTensor], at: &Path, path: &Path) -> Result<(), ExportError> {
     let map = tensors
         .iter()
         .map(|t| {
@@ -361,7 +362,7 @@ fn write_safetensors(tensors: &[StateTensor], path: &Path) -> Result<(), ExportE
             Ok((t.name.clone(), tensor))
         })
         .collect::<Result<std::collections::HashMap<_, _>, candle_core::Error>>()?;
-    candle_core::safetensors::save(&map, path).map_err(|e| ExportError::Checkpoint {
+    candle_core::safetensors::save(&map, at).map_err(|e| ExportError::Checkpoint {
         path: path.to_path_buf(),
         message: e.to_string(),
     })
@@ -438,10 +439,10 @@ pub fn pickle_state_dict(tensors: &[StateTensor]) -> Vec<u8> {
 }
 
 /// Writes `tensors` as `torch.save(OrderedDict)` does (format version 3, the records in its
-/// order), readable by `torch.load(path, weights_only=True)` and `mmap=True`.
-pub fn write_pth(tensors: &[StateTensor], path: &Path) -> Result<(), ExportError> {
+/// order), readable by `torch.load(path, weights_only=True)` and `mmap=True`, into `file`;
+/// errors name `path`, the file it is or will become.
+pub fn write_pth(tensors: &[StateTensor], file: &mut File, path: &Path) -> Result<(), ExportError> {
     let pickle = pickle_state_dict(tensors);
-    let file = File::create(path).map_err(io(path))?;
     let mut zip = zip::ZipWriter::new(BufWriter::new(file));
     // Stored and aligned as torch.save writes them, so that `torch.load(mmap=True)` maps them.
     let options = zip::write::SimpleFileOptions::default()
@@ -479,9 +480,6 @@ pub fn write_pth(tensors: &[StateTensor], path: &Path) -> Result<(), ExportError
         error: std::io::Error::other(e),
     };
     written.map_err(zip_error)?;
-    let file = zip.finish().map_err(zip_error)?;
-    file.into_inner()
-        .map_err(|e| e.into_error())
-        .and_then(|f| f.sync_all())
-        .map_err(io(path))
+    let mut buffered = zip.finish().map_err(zip_error)?;
+    buffered.flush().map_err(io(path))
 }
