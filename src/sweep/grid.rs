@@ -181,11 +181,16 @@ impl SweepConfig {
     /// Where `point` (or a setting: a point with some axes left out) sits in the grid: the
     /// index of its value on each axis it has, so sorting by it gives the grid's order.
     pub fn grid_position(&self, point: &Point) -> Vec<usize> {
-        let position = |axis: &Axis| {
-            let value = point.get(&axis.key)?;
-            axis.values.iter().position(|v| v == value)
+        // An axis the setting leaves out counts as one value for all, so the keys stay aligned.
+        let position = |axis: &Axis| match point.get(&axis.key) {
+            Some(value) => axis
+                .values
+                .iter()
+                .position(|v| v == value)
+                .unwrap_or(usize::MAX),
+            None => 0,
         };
-        self.axes.iter().filter_map(position).collect()
+        self.axes.iter().map(position).collect()
     }
 
     /// The `ssl-train` config of `point`, its run directory under `dir`.

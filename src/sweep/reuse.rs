@@ -87,7 +87,12 @@ fn copy_tree(from: &Path, to: &Path) -> Result<(), SweepError> {
     std::fs::create_dir_all(to).map_err(io(to))?;
     for entry in std::fs::read_dir(from).map_err(io(from))? {
         let path = entry.map_err(io(from))?.path();
-        let dest = to.join(path.file_name().unwrap_or_default());
+        let name = path.file_name().unwrap_or_default();
+        if name.to_string_lossy().ends_with(".partial") {
+            // A temporary file a killed write left behind (see atomic_file): not the run's.
+            continue;
+        }
+        let dest = to.join(name);
         match path.is_dir() {
             true => copy_tree(&path, &dest)?,
             false => {
