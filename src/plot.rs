@@ -1,7 +1,7 @@
 //! PNG line charts for people to look at: a run's curves and a sweep's figures. Panels are drawn
 //! side by side with `plotters` into an RGB buffer, encoded by `image`, written to a temporary
 //! name and renamed, with the DejaVu Sans font built in (no system font library needed).
-//! Imports nothing from the crate.
+//! Imports nothing from the crate but `atomic_file`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Once;
@@ -187,7 +187,12 @@ impl<'a> Legend<'a> {
     fn new(entries: Vec<(&'a str, usize)>, width: u32) -> Self {
         let widest = entries.iter().map(|(n, _)| n.chars().count()).max();
         let column = 40 + LEGEND_CHAR * widest.unwrap_or(0) as u32;
-        let columns = (width / column).clamp(1, entries.len().max(1) as u32) as usize;
+        let fit = (width / column).clamp(1, entries.len().max(1) as u32) as usize;
+        // As few columns as the rows need: 9 names that fit 4 a row take 3 rows, so 3 columns.
+        let columns = entries
+            .len()
+            .max(1)
+            .div_ceil(entries.len().max(1).div_ceil(fit));
         Self { entries, columns }
     }
 
