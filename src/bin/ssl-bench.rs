@@ -88,7 +88,8 @@ fn run(cli: Cli) -> Result<()> {
         }
     };
     if let Some(path) = cli.json {
-        std::fs::write(&path, json)?;
+        sslfast::atomic_file::write(&path, json)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     }
     Ok(())
 }
