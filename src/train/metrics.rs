@@ -92,14 +92,22 @@ impl Metrics {
     }
 }
 
-/// Reads every record of a metrics file (for tests and tools).
+/// Reads every record of a metrics file (for reports, tests and tools). A last line without
+/// its newline that does not parse is a record a kill cut short (as resume drops it): left out,
+/// so a report can still be drawn from an interrupted run. Any other bad line is an error.
 pub fn read(run: &Path) -> Result<Vec<Value>, TrainError> {
     let path = run.join(METRICS_FILE);
     let text = std::fs::read_to_string(&path).map_err(|error| TrainError::Io {
         path: path.clone(),
         error,
     })?;
-    text.lines()
+    let mut lines: Vec<&str> = text.lines().collect();
+    let torn = |l: &&str| serde_json::from_str::<Value>(l).is_err();
+    if !text.ends_with('\n') && lines.last().is_some_and(torn) {
+        lines.pop();
+    }
+    lines
+        .into_iter()
         .map(|l| {
             serde_json::from_str(l).map_err(|e| TrainError::Checkpoint {
                 path: path.clone(),
@@ -107,4 +115,23 @@ pub fn read(run: &Path) -> Result<Vec<Value>, TrainError> {
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_cut_short_at_the_end_is_dropped_and_any_other_bad_line_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join(METRICS_FILE);
+        std::fs::write(&file, "{\"epoch\":1}\n{\"epoch\":2}\n{\"epo").unwrap();
+        assert_eq!(read(dir.path()).unwrap().len(), 2);
+        // A bad line followed by a newline was written whole: the file is damaged.
+        std::fs::write(&file, "{\"epoch\":1}\n{\"epo\n").unwrap();
+        let error = read(dir.path()).unwrap_err().to_string();
+        assert!(error.contains("metrics.jsonl"), "{error}");
+        std::fs::write(&file, "{\"epo\n{\"epoch\":2}\n").unwrap();
+        assert!(read(dir.path()).is_err());
+    }
 }
