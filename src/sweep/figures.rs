@@ -333,13 +333,13 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_sweep_drawn_midway_shows_the_seeds_that_have_data() {
-        let axes = ["seed", "views"].map(|key| Axis {
+    /// A sweep over `seed` and `axis` (the axes' values play no part in the figures).
+    fn sweep(axis: &str, points: Vec<PointResult>) -> SweepResults {
+        let axes = ["seed", axis].map(|key| Axis {
             key: key.into(),
             values: vec![],
         });
-        let results = SweepResults {
+        SweepResults {
             sweep: SweepConfig {
                 title: String::new(),
                 base: toml::Table::new(),
@@ -347,8 +347,16 @@ mod tests {
                 probe: false,
                 exclude: vec![],
             },
-            points: vec![point(0, &[(1, 0.40), (2, 0.45)]), point(1, &[])],
-        };
+            points,
+        }
+    }
+
+    #[test]
+    fn a_sweep_drawn_midway_shows_the_seeds_that_have_data() {
+        let results = sweep(
+            "views",
+            vec![point(0, &[(1, 0.40), (2, 0.45)]), point(1, &[])],
+        );
         let groups = groups(&results, &[], Drawn::Epochs);
         assert_eq!(groups[0].label, "views=2x32 (1 of 2 seeds)");
         assert_eq!(groups[0].curve(), [(1, 10.0, 40.0), (2, 20.0, 45.0)]);
@@ -372,20 +380,7 @@ mod tests {
         for p in [&mut finished, &mut stopped] {
             p.point.values[1] = ("pdim".into(), toml::Value::Integer(64));
         }
-        let axes = ["seed", "pdim"].map(|key| Axis {
-            key: key.into(),
-            values: vec![],
-        });
-        let results = SweepResults {
-            sweep: SweepConfig {
-                title: String::new(),
-                base: toml::Table::new(),
-                axes: axes.to_vec(),
-                probe: false,
-                exclude: vec![],
-            },
-            points: vec![finished, stopped],
-        };
+        let results = sweep("pdim", vec![finished, stopped]);
         let [knn, _] = pdim(&results);
         assert_eq!(knn.series[0].name, " (1 of 2 seeds)");
         assert_eq!(knn.series[0].points, [(64.0, 46.0)]);
