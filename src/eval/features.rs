@@ -214,7 +214,7 @@ pub fn load_cache(path: &Path, key: &str) -> Option<FeatureSet> {
     })
 }
 
-/// Writes features and key (temporary names, then rename).
+/// Writes features, then their key (each under a temporary name, then renamed).
 pub fn save_cache(path: &Path, key: &str, set: &FeatureSet) -> Result<(), EvalError> {
     let dir = path.parent().expect("cache files live in a directory");
     std::fs::create_dir_all(dir).map_err(|error| EvalError::Io {
@@ -240,9 +240,62 @@ pub fn save_cache(path: &Path, key: &str, set: &FeatureSet) -> Result<(), EvalEr
         let p = p.to_path_buf();
         move |error| EvalError::Io { path: p, error }
     };
+    // The old key goes first: a stop between the two renames must leave features with no key
+    // (a miss next time), never new features under the old run's key (a wrong hit).
+    let key_path = path.with_extension("key");
+    match std::fs::remove_file(&key_path) {
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+            return Err(io(&key_path)(error));
+        }
+        _ => {}
+    }
     let file = AtomicFile::create(path).map_err(io(path))?;
     candle_core::safetensors::save(&tensors, file.temp_path())?;
     file.commit().map_err(io(path))?;
-    let key_path = path.with_extension("key");
     crate::atomic_file::write(&key_path, key).map_err(io(&key_path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(value: f32) -> FeatureSet {
+        FeatureSet {
+            dim: 2,
+            data: vec![value; 6],
+            labels: vec![0, 1, 2],
+        }
+    }
+
+    #[test]
+    fn a_cache_is_read_back_only_under_the_key_it_was_saved_with() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fast-test.safetensors");
+        save_cache(&path, "first", &set(1.0)).unwrap();
+        save_cache(&path, "second", &set(2.0)).unwrap();
+        assert!(load_cache(&path, "first").is_none());
+        let hit = load_cache(&path, "second").expect("the latest key hits");
+        assert_eq!(
+            (hit.dim, hit.data, hit.labels),
+            (2, vec![2.0; 6], vec![0, 1, 2])
+        );
+        std::fs::remove_file(path.with_extension("key")).unwrap();
+        assert!(
+            load_cache(&path, "second").is_none(),
+            "features without a key are a miss"
+        );
+    }
+
+    #[test]
+    fn a_save_that_fails_leaves_no_key_for_the_old_features() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fast-test.safetensors");
+        save_cache(&path, "first", &set(1.0)).unwrap();
+        // A directory where the features go makes their rename fail after the old key is gone.
+        std::fs::remove_file(&path).unwrap();
+        std::fs::create_dir(&path).unwrap();
+        std::fs::write(path.join("inside"), b"x").unwrap();
+        assert!(save_cache(&path, "second", &set(2.0)).is_err());
+        assert!(!path.with_extension("key").exists());
+    }
 }
