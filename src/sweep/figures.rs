@@ -1,5 +1,5 @@
 //! The paper's figures, drawn from whatever axes a sweep has. Points that differ only in `seed`
-//! form one line (the mean over seeds, with the seeds counted in its label).
+//! form one line (the mean over seeds; its label counts the seeds behind its thinnest point).
 //! - always, `curves.png`: kNN top-1 against epoch and against training time (Fig. 3);
 //! - with a `pdim` axis, `pdim.png`: final kNN (and linear) top-1 against pdim, a line per value
 //!   of the other axes (λ) and one for the best of them per pdim (Fig. 2);
@@ -93,16 +93,10 @@ fn groups<'a>(results: &'a SweepResults, skip: &[&str], drawn: Drawn) -> Vec<Gro
         })
         .collect();
     for g in &mut out {
-        // Seeds counted are those with data, so a half-run sweep does not claim both; a line
-        // that also spans another axis (pdim.png's λ lines) has several points per seed.
-        let seeds = |members: &[&PointResult]| {
-            let seeds = members.iter().filter_map(|p| p.point.get("seed"));
-            seeds.map(value_text).collect::<BTreeSet<String>>().len()
-        };
         let shown: Vec<&PointResult> = (g.members.iter().copied())
             .filter(|p| drawn.includes(p))
             .collect();
-        let (with_data, of) = (seeds(&shown), seeds(&g.members));
+        let (with_data, of) = (fewest_seeds(&shown), seeds(&g.members).len());
         if of > 1 {
             g.label = format!("{} ({with_data} of {of} seeds)", g.label);
         }
@@ -111,6 +105,24 @@ fn groups<'a>(results: &'a SweepResults, skip: &[&str], drawn: Drawn) -> Vec<Gro
         }
     }
     out
+}
+
+fn seeds<'a>(members: impl IntoIterator<Item = &'a &'a PointResult>) -> BTreeSet<String> {
+    let seeds = members.into_iter().filter_map(|p| p.point.get("seed"));
+    seeds.map(value_text).collect()
+}
+
+/// The fewest seeds behind any one point of a line, so a half-run sweep does not claim both: a
+/// line that spans another axis (pdim.png's λ lines span pdim) may have both seeds at one pdim
+/// and one at another.
+fn fewest_seeds(shown: &[&PointResult]) -> usize {
+    let mut by_point: BTreeMap<Vec<(&str, String)>, Vec<&PointResult>> = BTreeMap::new();
+    for p in shown {
+        let values = p.point.values.iter().filter(|(k, _)| k != "seed");
+        let key = values.map(|(k, v)| (k.as_str(), value_text(v))).collect();
+        by_point.entry(key).or_default().push(p);
+    }
+    by_point.values().map(|m| seeds(m).len()).min().unwrap_or(0)
 }
 
 fn has_axis(results: &SweepResults, key: &str) -> bool {
@@ -361,15 +373,20 @@ mod tests {
         assert_eq!(groups[0].label, "views=2x32 (1 of 2 seeds)");
         assert_eq!(groups[0].curve(), [(1, 10.0, 40.0), (2, 20.0, 45.0)]);
 
-        // A line across another axis (as pdim.png's λ lines span pdim) counts seeds, not points.
+        // A line across another axis (as pdim.png's λ lines span pdim) counts the seeds at its
+        // thinnest point: seed 0 only at 2x32, seed 1 only at 4x32, so one seed per point.
         let mut wider = results.clone();
         let mut other = point(1, &[(1, 0.50)]);
         other.point.values[1].1 = toml::Value::String("4x32".into());
         wider.points.push(other);
-        assert_eq!(
-            super::groups(&wider, &["views"], Drawn::Epochs)[0].label,
-            " (2 of 2 seeds)"
-        );
+        let label = |r: &SweepResults| super::groups(r, &["views"], Drawn::Epochs)[0].label.clone();
+        assert_eq!(label(&wider), " (1 of 2 seeds)");
+        wider.points[1].epochs = wider.points[0].epochs.clone();
+        assert_eq!(label(&wider), " (1 of 2 seeds)", "4x32 still has one seed");
+        let mut filled = point(0, &[(1, 0.45)]);
+        filled.point.values[1].1 = toml::Value::String("4x32".into());
+        wider.points.push(filled);
+        assert_eq!(label(&wider), " (2 of 2 seeds)");
     }
 
     #[test]
