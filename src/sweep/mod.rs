@@ -239,7 +239,8 @@ fn recorded_seconds(sweep: &SweepConfig, dir: &Path, point: &Point) -> Option<f6
 
 /// The time a sweep has left. Points of one grid differ in cost tenfold (pdim 8192 against
 /// 64), so a point still to train is expected to take as long as the finished points that share
-/// the most axis values with it (the same setting at another seed, else the same pdim, ...).
+/// the most values of the axes other than `seed` with it (the same setting at another seed, else
+/// the same pdim or λ, ...), the same seed breaking a tie.
 /// Points finished here count their wall time; those found finished, their recorded training
 /// time. A point being resumed, reused or only probed is not counted as one left.
 #[derive(Default)]
@@ -255,9 +256,12 @@ impl Pace {
     }
 
     fn expected_seconds(&self, point: &Point) -> Option<f64> {
+        // The setting first, the seed only to break a tie: a seed does not change a point's
+        // cost, so the same seed at another pdim must not count as much as the same pdim.
         let shared = |other: &Point| {
             let same = other.values.iter().filter(|(k, v)| point.get(k) == Some(v));
-            same.count()
+            let (seed, setting): (Vec<_>, Vec<_>) = same.partition(|(k, _)| k == "seed");
+            (setting.len(), seed.len())
         };
         let most = self.took.iter().map(|(p, _)| shared(p)).max()?;
         let nearest: Vec<f64> = (self.took.iter())
@@ -350,5 +354,12 @@ mod tests {
         // (nothing in common: the mean of all).
         assert_eq!(pace.time_left(&later), ", about 90 min left");
         assert_eq!(pace.time_left(&[]), "");
+        // Seed 1's pdim 64 shares as many values with seed 1's pdim 8192 (seed and λ) as seed 0's
+        // pdim 8192 does (pdim and λ), but only the latter shares its cost.
+        pace.add(&point(1, 64, 0.1), Some(600.0));
+        assert_eq!(
+            pace.time_left(&[&point(1, 8192, 0.1)]),
+            ", about 50 min left"
+        );
     }
 }
