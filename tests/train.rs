@@ -61,6 +61,11 @@ fn loss_falls_over_a_few_epochs() {
     assert_eq!(epochs.len(), 6);
     assert!(epochs[5] < 0.8 * epochs[0], "epoch losses {epochs:?}");
     assert!(records[0]["kind"] == "start" && records[0]["config"]["width"] == 8);
+    assert!(
+        records[0]["host"]["cores"].as_u64().unwrap() >= 1,
+        "{}",
+        records[0]
+    );
     assert!(run.join("config.toml").is_file() && run.join("summary.json").is_file());
     assert_eq!(summary.steps, 30);
     let waits: Vec<f64> = records

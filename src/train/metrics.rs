@@ -1,11 +1,11 @@
-//! `metrics.jsonl`: one JSON object per line: a `start` record (command line and resolved
-//! config), one `step` record per optimiser step, one `epoch` record per epoch (also printed).
+//! `metrics.jsonl`: one JSON object per line: a `start` record (command line, resolved config
+//! and the machine), one `step` record per optimiser step, one `epoch` record per epoch (also printed).
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use super::TrainError;
 
@@ -117,9 +117,35 @@ pub fn read(run: &Path) -> Result<Vec<Value>, TrainError> {
         .collect()
 }
 
+/// The machine a run, or the part of it after a resume, trained on: its training seconds compare
+/// only on one CPU, and a sweep that spans working sessions may span machines.
+pub fn host() -> Value {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    json!({ "cpu": cpu_model(), "cores": cores })
+}
+
+/// The CPU's model name as Linux reports it; none elsewhere.
+fn cpu_model() -> Option<String> {
+    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    info.lines().find_map(|line| {
+        let (key, value) = line.split_once(':')?;
+        (key.trim() == "model name").then(|| value.trim().to_owned())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_host_names_the_cpu_lscpu_names() {
+        let host = host();
+        let cpu = host["cpu"].as_str().expect("a CPU model on Linux");
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap();
+        assert!(!cpu.is_empty() && cpuinfo.contains(cpu), "{cpu}");
+        assert!(host["cores"].as_u64().unwrap() >= 1);
+    }
 
     #[test]
     fn a_record_cut_short_at_the_end_is_dropped_and_any_other_bad_line_is_an_error() {

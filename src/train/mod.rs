@@ -356,6 +356,7 @@ impl<'a> Trainer<'a> {
         metrics.write(&json!({
             "kind": "start", "command": command, "resume": run.resume, "config": cfg,
             "world": replicas.world(), "engine": replicas.group().engine(),
+            "host": metrics::host(),
         }))?;
         let steps_per_epoch = steps_per_epoch(cfg, &s.loader);
         Ok(Self {
