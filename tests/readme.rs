@@ -165,9 +165,11 @@ fn resolve(line: &str, small: &Path) -> String {
         "ssl-sweep",
         "ssl-export",
     ] {
+        // In this order: under `cargo test --release` the binary's own path holds
+        // `target/release/{name}`, which must not be replaced a second time.
         line = line
-            .replace(&format!("cargo run --release --bin {name} --"), bin(name))
-            .replace(&format!("target/release/{name}"), bin(name));
+            .replace(&format!("target/release/{name}"), bin(name))
+            .replace(&format!("cargo run --release --bin {name} --"), bin(name));
     }
     line.replace("cargo run --release", bin("ssl-train"))
 }
