@@ -1,5 +1,6 @@
 //! `metrics.jsonl`: one JSON object per line: a `start` record (command line, resolved config
-//! and the machine), one `step` record per optimiser step, one `epoch` record per epoch (also printed).
+//! and the machine), one `step` record per optimiser step, one `epoch` record per epoch (also
+//! printed).
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
